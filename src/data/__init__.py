@@ -1,0 +1,1 @@
+"""Event schema, sources, preprocessing, splits and the Lightning datamodule (no model code)."""

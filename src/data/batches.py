@@ -1,0 +1,146 @@
+"""Map-style datasets that build whole padded batches at once (``__getitems__``), no per-token loops.
+
+Sequences are left-padded, so the most recent event is always the last column.
+Batches are dicts of tensors:
+
+- training, next item: ``item_ids``, ``targets`` [B, L] (``targets[:, t]`` is the item
+  after ``item_ids[:, t]``; 0 = no loss), ``event_types``, ``gap_buckets`` (if on), ``seq_index``.
+- training, masked item: the same keys; ``item_ids`` holds ``mask_id`` where
+  ``targets`` is non-zero.
+- evaluation: ``item_ids`` [B, L] (history), ``target`` [B], ``target_event`` [B],
+  ``event_types``, ``gap_buckets``, ``seq_index``, ``position`` (flat index of the target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from shopformer.data.vocab import PAD
+
+
+@dataclass
+class TokenArrays:
+    """The flat per-event arrays batches are gathered from."""
+
+    item: np.ndarray
+    event: np.ndarray
+    gap: np.ndarray | None
+    seq: np.ndarray
+    offsets: np.ndarray
+
+
+def gather_windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """``values[max(start, end - length):end]`` per row, left-padded with 0 to ``length``."""
+    idx = ends[:, None] - length + np.arange(length)[None, :]
+    inside = idx >= starts[:, None]
+    return np.where(inside, values[np.where(inside, idx, 0)], PAD)
+
+
+def _batch_seed() -> int:
+    # Drawn from torch's generator, so seed_everything and per-worker seeding apply.
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+class _WindowSet(Dataset):
+    """Shared plumbing: one sample = (sequence start, window end) in the flat arrays."""
+
+    def __init__(self, tokens: TokenArrays, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.tokens, self.starts, self.ends = tokens, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([index])
+        return {key: value[0] for key, value in batch.items()}
+
+    def _channels(self, starts: np.ndarray, ends: np.ndarray, length: int) -> dict[str, np.ndarray]:
+        out = {
+            "item_ids": gather_windows(self.tokens.item, starts, ends, length),
+            "event_types": gather_windows(self.tokens.event, starts, ends, length),
+        }
+        if self.tokens.gap is not None:
+            out["gap_buckets"] = gather_windows(self.tokens.gap, starts, ends, length)
+        return out
+
+
+def _to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v).astype(np.int64)) for k, v in arrays.items()}
+
+
+class NextItemTrainSet(_WindowSet):
+    """Causal next-item training: inputs ``w[:-1]``, targets ``w[1:]`` of a window of L + 1 events."""
+
+    def __init__(self, tokens: TokenArrays, starts, ends, max_len: int) -> None:
+        super().__init__(tokens, starts, ends)
+        self.max_len = max_len
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        starts, ends = self.starts[idx], self.ends[idx]
+        window = self._channels(starts, ends, self.max_len + 1)
+        items = window["item_ids"]
+        batch = {key: value[:, :-1] for key, value in window.items()}
+        targets = items[:, 1:].copy()
+        targets[batch["item_ids"] == PAD] = PAD
+        batch["targets"] = targets
+        batch["seq_index"] = self.tokens.seq[starts]
+        return _to_tensors(batch)
+
+
+class MaskedItemTrainSet(_WindowSet):
+    """BERT4Rec-style training: random positions of a window replaced by ``mask_id``.
+
+    Every row gets at least one masked position (the last one when the draw picks none).
+    Masked positions also hide their event type and gap (0), as at inference time.
+    """
+
+    def __init__(self, tokens: TokenArrays, starts, ends, max_len: int, mask_id: int,
+                 mask_prob: float) -> None:
+        super().__init__(tokens, starts, ends)
+        self.max_len, self.mask_id, self.mask_prob = max_len, mask_id, mask_prob
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        starts, ends = self.starts[idx], self.ends[idx]
+        batch = self._channels(starts, ends, self.max_len)
+        items = batch["item_ids"]
+        rng = np.random.default_rng(_batch_seed())
+        real = items != PAD
+        mask = (rng.random(items.shape) < self.mask_prob) & real
+        mask[~mask.any(axis=1), -1] = True
+        batch["targets"] = np.where(mask, items, PAD)
+        batch["item_ids"] = np.where(mask, self.mask_id, items)
+        for channel in ("event_types", "gap_buckets"):
+            if channel in batch:
+                batch[channel] = np.where(mask, PAD, batch[channel])
+        batch["seq_index"] = self.tokens.seq[starts]
+        return _to_tensors(batch)
+
+
+class EvalSet(_WindowSet):
+    """(history, target) pairs: the history is the L events right before the target."""
+
+    def __init__(self, tokens: TokenArrays, positions: np.ndarray, max_len: int) -> None:
+        seq = tokens.seq[positions]
+        super().__init__(tokens, tokens.offsets[seq], positions)
+        self.max_len = max_len
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        starts, ends = self.starts[idx], self.ends[idx]
+        batch = self._channels(starts, ends, self.max_len)
+        batch["target"] = self.tokens.item[ends]
+        batch["target_event"] = self.tokens.event[ends]
+        batch["seq_index"] = self.tokens.seq[ends]
+        batch["position"] = ends
+        return _to_tensors(batch)
+
+
+def identity_collate(batch):
+    """The datasets above already return whole batches."""
+    return batch

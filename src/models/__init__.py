@@ -1,0 +1,1 @@
+"""Encoders, baselines, losses and metrics."""

@@ -1,0 +1,1 @@
+"""Hydra entry points and the glue between data, models, Lightning and MLflow."""

@@ -1,0 +1,54 @@
+"""``shopformer-data``: build or load a processed dataset, print its statistics."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+from shopformer.data.schema import DataError
+from shopformer.data.stats import dataset_stats, format_row, format_stats
+from shopformer.train.config import CONF_DIR, build_datamodule
+
+
+def prepare(cfg: DictConfig) -> dict:
+    """Build/load the dataset of ``cfg``, print the stats table; return the stats."""
+    started = time.perf_counter()
+    dm = build_datamodule(cfg)
+    dm.setup()
+    stats = dataset_stats(dm.data)
+    state = "loaded from cache" if dm.from_cache else "built"
+    seconds = time.perf_counter() - started
+    print(format_stats(stats))
+    print(format_row("processed dataset", f"{dm.data_dir} ({state} in {seconds:.2f} s)"))
+    if cfg.get("check_batches", False):
+        started = time.perf_counter()
+        n_batches = n_targets = 0
+        shape = None
+        for batch in dm.train_dataloader():
+            n_batches += 1
+            n_targets += int((batch["targets"] > 0).sum())
+            shape = shape or list(batch["item_ids"].shape)
+        seconds = time.perf_counter() - started
+        print(format_row("train epoch", f"{n_batches} batches of {shape}, {n_targets:,} "
+                                        f"targets, built in {seconds:.2f} s"))
+    return stats
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        prepare(cfg)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
