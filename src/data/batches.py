@@ -80,7 +80,7 @@ class NextItemTrainSet(_WindowSet):
         self.max_len = max_len
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices)
+        idx = np.asarray(indices, dtype=np.int64)
         starts, ends = self.starts[idx], self.ends[idx]
         window = self._channels(starts, ends, self.max_len + 1)
         items = window["item_ids"]
@@ -105,7 +105,7 @@ class MaskedItemTrainSet(_WindowSet):
         self.max_len, self.mask_id, self.mask_prob = max_len, mask_id, mask_prob
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices)
+        idx = np.asarray(indices, dtype=np.int64)
         starts, ends = self.starts[idx], self.ends[idx]
         batch = self._channels(starts, ends, self.max_len)
         items = batch["item_ids"]
@@ -131,7 +131,7 @@ class EvalSet(_WindowSet):
         self.max_len = max_len
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices)
+        idx = np.asarray(indices, dtype=np.int64)
         starts, ends = self.starts[idx], self.ends[idx]
         batch = self._channels(starts, ends, self.max_len)
         batch["target"] = self.tokens.item[ends]

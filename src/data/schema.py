@@ -82,7 +82,7 @@ def require_columns(df: pd.DataFrame, required: Iterable[str], origin: str, hint
 def _check_ids(df: pd.DataFrame, column: str, origin: str) -> None:
     nulls = df[column].isna().to_numpy()
     if not pd.api.types.is_numeric_dtype(df[column]):
-        nulls |= df[column].astype(str).str.strip().eq("").to_numpy()
+        nulls = nulls | df[column].astype(str).str.strip().eq("").to_numpy()
     if nulls.any():
         raise _fail(origin, column, "has null ids", _example(df, nulls, column))
 

@@ -177,7 +177,6 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     rng = np.random.default_rng(cfg.seed)
     n_items, n_cat, n_users = cfg.n_items, cfg.n_categories, cfg.n_users
 
-    # --- items
     sizes = rng.multinomial(n_items - n_cat, rng.dirichlet(np.ones(n_cat))) + 1
     category = rng.permutation(np.repeat(np.arange(n_cat), sizes))
     popularity = np.empty(n_items)
@@ -198,7 +197,6 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     succ_cum = np.cumsum(_SUCCESSOR_DECAY ** np.arange(cfg.n_successors))
     succ_cum /= succ_cum[-1]
 
-    # --- users
     cat_share = np.bincount(category, weights=popularity, minlength=n_cat)
     alpha = 2.0 * (0.7 * cat_share + 0.3 / n_cat)
     affinity = rng.gamma(alpha, size=(n_users, n_cat)) + 1e-12
