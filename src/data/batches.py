@@ -99,8 +99,9 @@ class MaskedItemTrainSet(_WindowSet):
     Masked positions also hide their event type and gap (0), as at inference time.
     """
 
-    def __init__(self, tokens: TokenArrays, starts, ends, max_len: int, mask_id: int,
-                 mask_prob: float) -> None:
+    def __init__(
+        self, tokens: TokenArrays, starts, ends, max_len: int, mask_id: int, mask_prob: float
+    ) -> None:
         super().__init__(tokens, starts, ends)
         self.max_len, self.mask_id, self.mask_prob = max_len, mask_id, mask_prob
 

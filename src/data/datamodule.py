@@ -56,8 +56,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
         self.objective, self.mask_prob = objective, mask_prob
-        self.use_gap_buckets, self.train_windows, self.num_workers = (
-            gap_buckets, train_windows, num_workers)
+        self.use_gap_buckets, self.train_windows, self.num_workers = (gap_buckets, train_windows, num_workers)
         self.data: ProcessedDataset | None = None
         self.data_dir = None
         self.from_cache = False
@@ -74,12 +73,12 @@ class SequenceDataModule(L.LightningDataModule):
         self.data, self.data_dir, self.from_cache = load_or_build(self.spec, self.cache_dir)
         ds = self.data
         gap = ds.gap_buckets() if self.use_gap_buckets else None
-        self.tokens = TokenArrays(item=ds.item, event=ds.event, gap=gap, seq=ds.seq,
-                                  offsets=ds.offsets)
+        self.tokens = TokenArrays(item=ds.item, event=ds.event, gap=gap, seq=ds.seq, offsets=ds.offsets)
         starts, ends = self._train_windows(ds.offsets[:-1], ds.train_end())
         if self.objective == "masked":
-            self.train_set = MaskedItemTrainSet(self.tokens, starts, ends, self.max_len,
-                                                self.mask_id, self.mask_prob)
+            self.train_set = MaskedItemTrainSet(
+                self.tokens, starts, ends, self.max_len, self.mask_id, self.mask_prob
+            )
         else:
             self.train_set = NextItemTrainSet(self.tokens, starts, ends, self.max_len)
         self.valid_set = EvalSet(self.tokens, ds.target_positions("valid"), self.max_len)

@@ -6,8 +6,7 @@ import numpy as np
 
 # Upper edges (seconds) of the time-gap buckets: log-spaced from 10 s to 30 days.
 GAP_EDGES_SECONDS = np.array(
-    [10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 86400, 3 * 86400,
-     7 * 86400, 30 * 86400],
+    [10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400],
     dtype=np.int64,
 )
 GAP_PAD = 0

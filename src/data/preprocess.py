@@ -95,9 +95,7 @@ def preprocess(table: EventTable, config: PreprocessConfig, sequence_key: str = 
     if config.max_sequence_length:
         rank_from_end = df.groupby(key, sort=False).cumcount(ascending=False)
         keep = rank_from_end < config.max_sequence_length
-        report[f"dropped: beyond the most recent {config.max_sequence_length} events"] = int(
-            (~keep).sum()
-        )
+        report[f"dropped: beyond the most recent {config.max_sequence_length} events"] = int((~keep).sum())
         df = df[keep]
     if df.empty:
         raise DataError(f"{table.origin}: no events left after preprocessing ({report})")

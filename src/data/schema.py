@@ -74,9 +74,7 @@ def require_columns(df: pd.DataFrame, required: Iterable[str], origin: str, hint
     if missing:
         have = ", ".join(map(str, df.columns)) or "(none)"
         extra = f" {hint}" if hint else ""
-        raise DataValidationError(
-            f"{origin}: missing column '{missing[0]}' (file has: {have}).{extra}"
-        )
+        raise DataValidationError(f"{origin}: missing column '{missing[0]}' (file has: {have}).{extra}")
 
 
 def _check_ids(df: pd.DataFrame, column: str, origin: str) -> None:
@@ -106,14 +104,16 @@ def parse_timestamps(raw: pd.Series, origin: str, unit: str = "s") -> pd.Series:
     else:
         text = raw.astype(str).str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
-        if numeric.notna().all():
+        if numeric.notna().any():
+            # A numeric column with some garbage: the non-numeric values are the bad ones.
+            bad = numeric.isna().to_numpy()
+            if bad.any():
+                raise _fail(origin, TIMESTAMP, "has unparseable timestamps", _example(frame, bad, TIMESTAMP))
             return parse_timestamps(numeric.rename(raw.name).pipe(_with_attrs, raw), origin, unit)
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
         bad = parsed.isna().to_numpy()
         if bad.any():
-            raise _fail(
-                origin, TIMESTAMP, "has unparseable timestamps", _example(frame, bad, TIMESTAMP)
-            )
+            raise _fail(origin, TIMESTAMP, "has unparseable timestamps", _example(frame, bad, TIMESTAMP))
         seconds = _datetimes_to_seconds(parsed)
     out_of_range = ((seconds < 0) | (seconds > MAX_TIMESTAMP)).to_numpy()
     if out_of_range.any():

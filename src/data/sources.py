@@ -53,8 +53,11 @@ class EventSource(ABC):
         for path in self.files():
             st = path.stat()
             stats.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-        return {"class": f"{type(self).__module__}.{type(self).__qualname__}",
-                "params": params, "files": stats}
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": params,
+            "files": stats,
+        }
 
     def _resolve(self, path: str | os.PathLike) -> Path:
         return resolve_data_file(path, self.how_to_get)
@@ -68,8 +71,7 @@ def _read_table(path: Path, *, sep: str = ",", header: bool = True, names=None) 
         df.attrs.update(row_offset=1, row_word="row")
         return df
     try:
-        df = pd.read_csv(path, sep=sep, header=0 if header else None, names=names,
-                         low_memory=False)
+        df = pd.read_csv(path, sep=sep, header=0 if header else None, names=names, low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"{path}: cannot be read as delimited text ({exc})") from None
     df.attrs.update(row_offset=2 if header else 1, row_word="line")
@@ -120,8 +122,7 @@ class TabularSource(EventSource):
         )
         items = None
         if self.items_path:
-            raw_items = _rename(_read_table(files[1], sep=self.sep), dict(self.item_columns),
-                                str(files[1]))
+            raw_items = _rename(_read_table(files[1], sep=self.sep), dict(self.item_columns), str(files[1]))
             items = validate_items(raw_items, str(files[1]))
         return EventTable(events=events, origin=str(path), items=items)
 
@@ -144,8 +145,10 @@ class SasrecTxtSource(EventSource):
     """The SASRec benchmark format: one ``<user> <item>`` pair per line, users' rows in order."""
 
     path: str = "ml-1m/ml-1m.txt"
-    how_to_get = ("kang205/SASRec data/ml-1m.txt (MovieLens-1M, GroupLens research terms); "
-                  "see ../shared/data/ml-1m/SOURCE.md")
+    how_to_get = (
+        "kang205/SASRec data/ml-1m.txt (MovieLens-1M, GroupLens research terms); "
+        "see ../shared/data/ml-1m/SOURCE.md"
+    )
 
     def files(self) -> list[Path]:
         return [self._resolve(self.path)]
@@ -165,8 +168,10 @@ class S3RecTxtSource(EventSource):
     """The S3-Rec format (Amazon Beauty/Sports/Toys, Yelp): ``<user> <item> <item> ...`` per line."""
 
     path: str = "amazon-yelp-s3rec/Beauty.txt"
-    how_to_get = ("salesforce/ICLRec data/*.txt (S3-Rec preprocessing of Amazon 2014 / Yelp); "
-                  "see ../shared/data/amazon-yelp-s3rec/SOURCE.md")
+    how_to_get = (
+        "salesforce/ICLRec data/*.txt (S3-Rec preprocessing of Amazon 2014 / Yelp); "
+        "see ../shared/data/amazon-yelp-s3rec/SOURCE.md"
+    )
 
     def files(self) -> list[Path]:
         return [self._resolve(self.path)]
@@ -187,8 +192,12 @@ class S3RecTxtSource(EventSource):
                 items.append(np.asarray(tokens[1:], dtype=object))
         if not users:
             raise DataValidationError(f"{path}: no rows")
-        df = pd.DataFrame({USER_ID: _as_ids(np.concatenate(users), path, USER_ID),
-                           ITEM_ID: _as_ids(np.concatenate(items), path, ITEM_ID)})
+        df = pd.DataFrame(
+            {
+                USER_ID: _as_ids(np.concatenate(users), path, USER_ID),
+                ITEM_ID: _as_ids(np.concatenate(items), path, ITEM_ID),
+            }
+        )
         df[TIMESTAMP] = _ordinal_timestamps(df[USER_ID])
         events = validate_events(df, str(path), has_timestamps=False)
         return EventTable(events=events, origin=str(path), has_timestamps=False)
@@ -204,8 +213,7 @@ class MovieLensChronoSource(EventSource):
     """``ratings_chrono.csv.gz``: all ML-1M ratings with original ids and their per-user order."""
 
     path: str = "ml-1m/ratings_chrono.csv.gz"
-    how_to_get = ("GroupLens MovieLens-1M ratings ordered per user "
-                  "(see ../shared/data/ml-1m/SOURCE.md)")
+    how_to_get = "GroupLens MovieLens-1M ratings ordered per user (see ../shared/data/ml-1m/SOURCE.md)"
 
     def files(self) -> list[Path]:
         return [self._resolve(self.path)]
@@ -234,8 +242,7 @@ class MovieLens100kSource(EventSource):
 
     def load(self) -> EventTable:
         path = self.files()[0]
-        df = _read_table(path, sep="\t", header=False,
-                         names=[USER_ID, ITEM_ID, "rating", TIMESTAMP])
+        df = _read_table(path, sep="\t", header=False, names=[USER_ID, ITEM_ID, "rating", TIMESTAMP])
         dropped = {}
         if self.min_rating is not None:
             keep = df["rating"] >= self.min_rating
@@ -256,8 +263,10 @@ class YoochooseSource(EventSource):
         "yoochoose-100k/yoochoose-clicks-100k_train_full.txt",
         "yoochoose-100k/yoochoose-clicks-100k_test.txt",
     )
-    how_to_get = ("rn5l/session-rec data/rsc15/prepared (RecSys Challenge 2015 clicks); "
-                  "see ../shared/data/yoochoose-100k/SOURCE.md")
+    how_to_get = (
+        "rn5l/session-rec data/rsc15/prepared (RecSys Challenge 2015 clicks); "
+        "see ../shared/data/yoochoose-100k/SOURCE.md"
+    )
 
     def files(self) -> list[Path]:
         return [self._resolve(p) for p in self.paths]
@@ -284,8 +293,10 @@ class TaobaoSource(EventSource):
     """Taobao UserBehavior CSV: ``user_id,item_id,category_id,behavior_type,timestamp``."""
 
     path: str = "taobao-userbehavior-110k/UserBehavior_2017-11-26_0100-0310_110k.csv.gz"
-    how_to_get = ("Alibaba Tianchi dataset 649 (UserBehavior), research use; "
-                  "see ../shared/data/taobao-userbehavior-110k/SOURCE.md")
+    how_to_get = (
+        "Alibaba Tianchi dataset 649 (UserBehavior), research use; "
+        "see ../shared/data/taobao-userbehavior-110k/SOURCE.md"
+    )
 
     def files(self) -> list[Path]:
         return [self._resolve(self.path)]
@@ -293,13 +304,14 @@ class TaobaoSource(EventSource):
     def load(self) -> EventTable:
         path = self.files()[0]
         df = _read_table(path)
-        require_columns(df, [USER_ID, ITEM_ID, "category_id", "behavior_type", TIMESTAMP],
-                        str(path))
+        require_columns(df, [USER_ID, ITEM_ID, "category_id", "behavior_type", TIMESTAMP], str(path))
         df = df.rename(columns={"behavior_type": EVENT_TYPE})
-        events = validate_events(df, str(path), event_map=TAOBAO_EVENTS,
-                                 event_vocabulary=list(TAOBAO_EVENTS.values()))
-        items = (df[[ITEM_ID, "category_id"]].drop_duplicates(ITEM_ID)
-                 .rename(columns={"category_id": "category"}))
+        events = validate_events(
+            df, str(path), event_map=TAOBAO_EVENTS, event_vocabulary=list(TAOBAO_EVENTS.values())
+        )
+        items = (
+            df[[ITEM_ID, "category_id"]].drop_duplicates(ITEM_ID).rename(columns={"category_id": "category"})
+        )
         return EventTable(events=events, origin=str(path), items=validate_items(items, str(path)))
 
 
@@ -322,26 +334,34 @@ class SyntheticSource(EventSource):
 
         events, items = generate(SyntheticConfig(**dataclasses.asdict(self)))
         origin = f"synthetic(seed={self.seed})"
-        return EventTable(events=validate_events(events, origin), origin=origin,
-                          items=validate_items(items, origin))
+        return EventTable(
+            events=validate_events(events, origin), origin=origin, items=validate_items(items, origin)
+        )
 
 
 class FrameSource(EventSource):
     """Events already in memory (a DataFrame with canonical column names), for notebooks and tests."""
 
-    def __init__(self, events: pd.DataFrame, items: pd.DataFrame | None = None,
-                 has_timestamps: bool = True, origin: str = "dataframe") -> None:
-        self.events, self.items, self.has_timestamps, self.origin = (
-            events, items, has_timestamps, origin)
+    def __init__(
+        self,
+        events: pd.DataFrame,
+        items: pd.DataFrame | None = None,
+        has_timestamps: bool = True,
+        origin: str = "dataframe",
+    ) -> None:
+        self.events, self.items, self.has_timestamps, self.origin = (events, items, has_timestamps, origin)
 
     def load(self) -> EventTable:
         events = validate_events(self.events, self.origin, has_timestamps=self.has_timestamps)
         items = None if self.items is None else validate_items(self.items, self.origin)
-        return EventTable(events=events, origin=self.origin, items=items,
-                          has_timestamps=self.has_timestamps)
+        return EventTable(events=events, origin=self.origin, items=items, has_timestamps=self.has_timestamps)
 
     def fingerprint(self) -> dict[str, Any]:
         content = pd.util.hash_pandas_object(self.events, index=False).to_numpy()
         digest = hashlib.sha256(content.tobytes()).hexdigest()
-        return {"class": "FrameSource", "rows": len(self.events), "sha256": digest,
-                "has_timestamps": self.has_timestamps}
+        return {
+            "class": "FrameSource",
+            "rows": len(self.events),
+            "sha256": digest,
+            "has_timestamps": self.has_timestamps,
+        }

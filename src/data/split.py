@@ -82,10 +82,10 @@ class Temporal(Split):
         for name in ("valid_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise DataError(f"temporal split: {name} must be in (0, 1)")
-        test = _cutoff(self.test_cutoff, self.test_days, int(ts.max()), ts,
-                       1.0 - self.test_fraction)
-        valid = _cutoff(self.valid_cutoff, self.valid_days, test, ts,
-                        1.0 - self.test_fraction - self.valid_fraction)
+        test = _cutoff(self.test_cutoff, self.test_days, int(ts.max()), ts, 1.0 - self.test_fraction)
+        valid = _cutoff(
+            self.valid_cutoff, self.valid_days, test, ts, 1.0 - self.test_fraction - self.valid_fraction
+        )
         if not valid <= test:
             raise DataError(f"temporal split: valid cut-off {valid} is after test cut-off {test}")
         return valid, test

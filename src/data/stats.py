@@ -38,9 +38,7 @@ def dataset_stats(ds: ProcessedDataset) -> dict[str, Any]:
             **{f"p{p}": float(np.percentile(lengths, p)) for p in PERCENTILES},
             "max": int(lengths.max()),
         },
-        "event_types": {
-            name: int(event_counts[i]) for i, name in enumerate(ds.event_vocab) if i > 0
-        },
+        "event_types": {name: int(event_counts[i]) for i, name in enumerate(ds.event_vocab) if i > 0},
         "split": {
             **ds.meta["split"],
             "train_events": int((ds.role == TRAIN).sum()),

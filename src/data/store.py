@@ -27,7 +27,11 @@ from shopformer.data.vocab import PAD_TOKEN
 
 FORMAT_VERSION = 1
 EVENTS_FILE, KEYS_FILE, VOCAB_FILE, META_FILE = (
-    "events.parquet", "sequences.parquet", "vocab.parquet", "meta.json")
+    "events.parquet",
+    "sequences.parquet",
+    "vocab.parquet",
+    "meta.json",
+)
 
 
 @dataclass
@@ -113,8 +117,16 @@ class ProcessedDataset:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        table = pa.table({"seq": self.seq, "item": self.item, "event": self.event,
-                          "ts": self.ts, "session": self.session, "role": self.role})
+        table = pa.table(
+            {
+                "seq": self.seq,
+                "item": self.item,
+                "event": self.event,
+                "ts": self.ts,
+                "session": self.session,
+                "role": self.role,
+            }
+        )
         pq.write_table(table, directory / EVENTS_FILE)
         self.sequence_keys.to_parquet(directory / KEYS_FILE, index=False)
         self.item_vocab.to_parquet(directory / VOCAB_FILE, index=False)
@@ -160,10 +172,15 @@ def build(spec: DatasetSpec) -> ProcessedDataset:
     }
     assert encoded.event_vocab[0] == PAD_TOKEN
     return ProcessedDataset(
-        seq=seq.astype(np.int32), item=item.astype(np.int32),
-        event=ev["event"].to_numpy(np.int8), ts=ts.astype(np.int64),
-        session=ev["session"].to_numpy(np.int64), role=role.astype(np.int8),
-        sequence_keys=encoded.sequence_keys, item_vocab=encoded.item_vocab, meta=meta,
+        seq=seq.astype(np.int32),
+        item=item.astype(np.int32),
+        event=ev["event"].to_numpy(np.int8),
+        ts=ts.astype(np.int64),
+        session=ev["session"].to_numpy(np.int64),
+        role=role.astype(np.int8),
+        sequence_keys=encoded.sequence_keys,
+        item_vocab=encoded.item_vocab,
+        meta=meta,
     )
 
 
@@ -171,7 +188,9 @@ def cache_path(spec: DatasetSpec, cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / f"{spec.name}-{spec.config_hash()}"
 
 
-def load_or_build(spec: DatasetSpec, cache_dir: str | os.PathLike | None) -> tuple[ProcessedDataset, Path | None, bool]:
+def load_or_build(
+    spec: DatasetSpec, cache_dir: str | os.PathLike | None
+) -> tuple[ProcessedDataset, Path | None, bool]:
     """The processed dataset from the cache when its config hash matches, else built and saved.
 
     Returns (dataset, its directory or None without a cache, whether it came from the cache).
@@ -195,4 +214,3 @@ def load_or_build(spec: DatasetSpec, cache_dir: str | os.PathLike | None) -> tup
         if tmp.exists() and tmp != target:
             shutil.rmtree(tmp, ignore_errors=True)
     return dataset, target, False
-

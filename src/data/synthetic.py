@@ -282,16 +282,8 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     # --- purchases: decided per session with cart(s), from visible session signals
     c_sess, c_item = v_sess[v_cart], v_item[v_cart]
     n_carts = np.bincount(c_sess, minlength=n_sess)
-    mean_rel = np.bincount(c_sess, weights=rel_price[c_item], minlength=n_sess) / np.maximum(
-        n_carts, 1
-    )
-    signal = (
-        u_purchase[sess_user]
-        + 0.6 * intent
-        + 0.5 * (n_carts - 1)
-        + 1.0 * hesitated
-        - 0.5 * mean_rel
-    )
+    mean_rel = np.bincount(c_sess, weights=rel_price[c_item], minlength=n_sess) / np.maximum(n_carts, 1)
+    signal = u_purchase[sess_user] + 0.6 * intent + 0.5 * (n_carts - 1) + 1.0 * hesitated - 0.5 * mean_rel
     has_cart = n_carts > 0
     bias = _calibrated_bias(signal[has_cart], cfg.purchase_rate)
     convert = has_cart & (rng.random(n_sess) < _sigmoid(bias + signal))

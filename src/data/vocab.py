@@ -65,8 +65,6 @@ def build_event_vocabulary(event_types: pd.Series) -> list[str]:
 
 def encode_events(event_types: Iterable, vocabulary: list[str]) -> np.ndarray:
     """Internal event-type ids (int8); unknown types map to 0."""
-    values = (
-        event_types.to_numpy() if isinstance(event_types, pd.Series) else np.asarray(list(event_types))
-    )
+    values = event_types.to_numpy() if isinstance(event_types, pd.Series) else np.asarray(list(event_types))
     positions = pd.Index(vocabulary).get_indexer(values)
     return np.where(positions > 0, positions, PAD).astype(np.int8)

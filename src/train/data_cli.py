@@ -32,8 +32,12 @@ def prepare(cfg: DictConfig) -> dict:
             n_targets += int((batch["targets"] > 0).sum())
             shape = shape or list(batch["item_ids"].shape)
         seconds = time.perf_counter() - started
-        print(format_row("train epoch", f"{n_batches} batches of {shape}, {n_targets:,} "
-                                        f"targets, built in {seconds:.2f} s"))
+        print(
+            format_row(
+                "train epoch",
+                f"{n_batches} batches of {shape}, {n_targets:,} targets, built in {seconds:.2f} s",
+            )
+        )
     return stats
 
 

@@ -28,7 +28,7 @@ def module(spec, **kw) -> SequenceDataModule:
 def reference_train_window(dm, s: int) -> np.ndarray:
     ds = dm.data
     items = ds.item[ds.seq == s][ds.role[ds.seq == s] == TRAIN]
-    return items[-(dm.max_len + 1):]
+    return items[-(dm.max_len + 1) :]
 
 
 def test_next_item_batches_match_reference(spec):
@@ -89,7 +89,7 @@ def test_eval_batches_leave_one_out(spec):
     assert len(dm.valid_set) == len(dm.test_set) == int((np.diff(ds.offsets) >= 3).sum())
     for row in range(5):
         s = int(test["seq_index"][row])
-        seq_items = ds.item[ds.offsets[s]:ds.offsets[s + 1]]
+        seq_items = ds.item[ds.offsets[s] : ds.offsets[s + 1]]
         assert int(test["target"][row]) == seq_items[-1]
         # The test history ends with the validation item.
         history = test["item_ids"][row].numpy()

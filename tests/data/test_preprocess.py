@@ -23,8 +23,7 @@ def decoded(out) -> list[list]:
 
 
 def test_sorting_and_encoding_with_padding_zero():
-    t = table([("u2", 30, 5, "view"), ("u1", 20, 2, "view"), ("u1", 10, 1, "cart"),
-               ("u2", 10, 4, "view")])
+    t = table([("u2", 30, 5, "view"), ("u1", 20, 2, "view"), ("u1", 10, 1, "cart"), ("u2", 10, 4, "view")])
     out = preprocess(t, PreprocessConfig())
     assert decoded(out) == [[10, 20], [10, 30]]
     assert out.item_vocab["item"].tolist() == [1, 2, 3]
@@ -41,8 +40,13 @@ def test_ties_in_time_keep_input_order():
 
 
 def test_consecutive_duplicates_dropped_and_counted():
-    rows = [("u", 1, 1, "view"), ("u", 1, 2, "view"), ("u", 1, 3, "cart"), ("u", 2, 4, "view"),
-            ("u", 1, 5, "view")]
+    rows = [
+        ("u", 1, 1, "view"),
+        ("u", 1, 2, "view"),
+        ("u", 1, 3, "cart"),
+        ("u", 2, 4, "view"),
+        ("u", 1, 5, "view"),
+    ]
     out = preprocess(table(rows), PreprocessConfig(dedupe_consecutive=True))
     assert decoded(out) == [[1, 1, 2, 1]]
     assert out.report["dropped: consecutive duplicates"] == 1
@@ -52,12 +56,19 @@ def test_consecutive_duplicates_dropped_and_counted():
 
 def test_iterative_k_core_reaches_fixpoint():
     # Item 9 is rare; once it goes, user c is too short, which makes item 3 rare.
-    rows = [("a", 1, 1, "view"), ("a", 2, 2, "view"), ("b", 1, 1, "view"), ("b", 2, 2, "view"),
-            ("c", 3, 1, "view"), ("c", 9, 2, "view"), ("d", 3, 1, "view"), ("d", 1, 2, "view"),
-            ("d", 2, 3, "view")]
+    rows = [
+        ("a", 1, 1, "view"),
+        ("a", 2, 2, "view"),
+        ("b", 1, 1, "view"),
+        ("b", 2, 2, "view"),
+        ("c", 3, 1, "view"),
+        ("c", 9, 2, "view"),
+        ("d", 3, 1, "view"),
+        ("d", 1, 2, "view"),
+        ("d", 2, 3, "view"),
+    ]
     once = preprocess(table(rows), PreprocessConfig(min_item_count=2, min_sequence_length=2))
-    core = preprocess(table(rows), PreprocessConfig(min_item_count=2, min_sequence_length=2,
-                                                   k_core=True))
+    core = preprocess(table(rows), PreprocessConfig(min_item_count=2, min_sequence_length=2, k_core=True))
     assert 3 in set(once.item_vocab["item_id"])
     assert set(core.item_vocab["item_id"]) == {1, 2}
     counts = core.events.groupby("item").size()
@@ -67,8 +78,7 @@ def test_iterative_k_core_reaches_fixpoint():
 
 
 def test_sessionization_by_inactivity_gap():
-    rows = [("u", 1, 0, "view"), ("u", 2, 600, "view"), ("u", 3, 600 + 1801, "view"),
-            ("v", 4, 700, "view")]
+    rows = [("u", 1, 0, "view"), ("u", 2, 600, "view"), ("u", 3, 600 + 1801, "view"), ("v", 4, 700, "view")]
     out = preprocess(table(rows), PreprocessConfig(session_gap_minutes=30), sequence_key="session")
     assert decoded(out) == [[1, 2], [3], [4]]
     assert out.sequence_keys["user_id"].tolist() == ["u", "u", "v"]
@@ -97,6 +107,5 @@ def test_keep_event_types_filter_counted():
 
 def test_item_attributes_join_vocabulary():
     items = pd.DataFrame({"item_id": [1, 2, 3], "price": [1.0, 2.0, 3.0]})
-    out = preprocess(table([("u", 2, 1, "view"), ("u", 3, 2, "view")], items=items),
-                     PreprocessConfig())
+    out = preprocess(table([("u", 2, 1, "view"), ("u", 3, 2, "view")], items=items), PreprocessConfig())
     assert out.item_vocab[["item_id", "price"]].values.tolist() == [[2, 2.0], [3, 3.0]]

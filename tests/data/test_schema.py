@@ -70,9 +70,7 @@ def test_unknown_event_type_with_fixed_vocabulary(tmp_path):
 def test_valid_csv_normalised(tmp_path):
     path = write_csv(
         tmp_path,
-        "customer,sku,when,action\n"
-        "a,X1,2024-01-01T00:00:00Z,View\n"
-        "a,X2,2024-01-01 00:01:00,PURCHASE\n",
+        "customer,sku,when,action\na,X1,2024-01-01T00:00:00Z,View\na,X2,2024-01-01 00:01:00,PURCHASE\n",
     )
     table = TabularSource(
         path=path,

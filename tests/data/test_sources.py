@@ -81,7 +81,11 @@ def test_taobao_event_types_and_categories(shared_data):
     ev = table.events
     assert counts(table) == (110_300, 66_454, 84_793)
     assert ev["event_type"].value_counts().to_dict() == {
-        "view": 98_361, "cart": 6_063, "fav": 3_383, "purchase": 2_493}
+        "view": 98_361,
+        "cart": 6_063,
+        "fav": 3_383,
+        "purchase": 2_493,
+    }
     assert table.items is not None and len(table.items) == 84_793
     assert table.items["category"].nunique() == 3_913
 

@@ -72,21 +72,25 @@ def training_view(dm: SequenceDataModule) -> dict[int, set[int]]:
     # The index bookkeeping above must match what the batches actually contain.
     batch = train.__getitems__(list(range(min(64, len(train)))))
     for row, (start, end) in enumerate(zip(train.starts[:64], train.ends[:64], strict=False)):
-        expect = ds.item[max(start, end - dm.max_len - 1):end]
+        expect = ds.item[max(start, end - dm.max_len - 1) : end]
         got = np.r_[batch["item_ids"][row].numpy(), batch["targets"][row, -1].item()]
-        np.testing.assert_array_equal(got[got > 0][-len(expect):], expect)
+        np.testing.assert_array_equal(got[got > 0][-len(expect) :], expect)
     return seen
 
 
 @pytest.mark.parametrize(
     ("split", "key"),
-    [(LeaveOneOut(), "user"), (Temporal(valid_fraction=0.1, test_fraction=0.1), "user"),
-     (Temporal(valid_fraction=0.15, test_fraction=0.15, targets="first"), "session")],
+    [
+        (LeaveOneOut(), "user"),
+        (Temporal(valid_fraction=0.1, test_fraction=0.1), "user"),
+        (Temporal(valid_fraction=0.15, test_fraction=0.15, targets="first"), "session"),
+    ],
 )
 @pytest.mark.parametrize("windows", ["last", "sliding"])
 def test_no_leakage_into_training(split, key, windows, tmp_path):
-    spec = DatasetSpec("syn", SyntheticSource(n_users=400, n_items=300, seed=3), key,
-                       PreprocessConfig(), split)
+    spec = DatasetSpec(
+        "syn", SyntheticSource(n_users=400, n_items=300, seed=3), key, PreprocessConfig(), split
+    )
     dm = SequenceDataModule(spec, cache_dir=None, max_len=8, train_windows=windows)
     dm.setup()
     ds = dm.data

@@ -20,7 +20,11 @@ def test_second_run_loads_from_cache_and_round_trips(tmp_path):
     first, path, cached = load_or_build(spec(), tmp_path)
     assert not cached and path.parent == tmp_path
     assert sorted(p.name for p in path.iterdir()) == [
-        "events.parquet", "meta.json", "sequences.parquet", "vocab.parquet"]
+        "events.parquet",
+        "meta.json",
+        "sequences.parquet",
+        "vocab.parquet",
+    ]
     second, path2, cached2 = load_or_build(spec(), tmp_path)
     assert cached2 and path2 == path
     for name in ("seq", "item", "event", "ts", "session", "role"):

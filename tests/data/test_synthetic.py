@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+
 from shopformer.data.synthetic import SyntheticConfig, generate
 
 SMALL = SyntheticConfig(n_users=2000, n_items=800, n_categories=20, seed=7)
@@ -168,9 +169,7 @@ def test_funnel_has_conversion_and_abandonment(events: pd.DataFrame) -> None:
     assert events["session_id"].nunique() > len(sessions)
 
 
-def test_out_of_stock_items_are_viewed_but_never_carted(
-    events: pd.DataFrame, items: pd.DataFrame
-) -> None:
+def test_out_of_stock_items_are_viewed_but_never_carted(events: pd.DataFrame, items: pd.DataFrame) -> None:
     out = set(items.loc[~items["in_stock"], "item_id"])
     assert out
     assert not events.loc[events["event_type"].ne("view"), "item_id"].isin(out).any()
@@ -190,9 +189,7 @@ def test_conversion_signals_are_visible(events: pd.DataFrame, items: pd.DataFram
 
 def test_sequential_structure_beats_popularity(events: pd.DataFrame) -> None:
     views = events.loc[events["event_type"].eq("view"), ["user_id", "session_id", "item_id"]]
-    pairs = views.assign(
-        next_item=views["item_id"].shift(-1), next_session=views["session_id"].shift(-1)
-    )
+    pairs = views.assign(next_item=views["item_id"].shift(-1), next_session=views["session_id"].shift(-1))
     pairs = pairs[pairs["session_id"].eq(pairs["next_session"])]
     pairs = pairs.astype({"next_item": np.int64})
     train = pairs[pairs["user_id"] % 2 == 0]
