@@ -6,6 +6,7 @@ import sys
 import time
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from shopformer.data.schema import DataError
@@ -45,8 +46,8 @@ def prepare(cfg: DictConfig) -> dict:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         prepare(cfg)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DataError, InstantiationException) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
 
 
