@@ -83,8 +83,10 @@ def preprocess(table: EventTable, config: PreprocessConfig, sequence_key: str = 
     df = df.sort_values([key, TIMESTAMP, "_row"], kind="stable", ignore_index=True)
 
     if config.dedupe_consecutive:
+        # Within a session only: the same item again in a later visit is a revisit, not a repeat.
         same = (
             df[key].eq(df[key].shift())
+            & df["_session"].eq(df["_session"].shift())
             & df[ITEM_ID].eq(df[ITEM_ID].shift())
             & df[EVENT_TYPE].eq(df[EVENT_TYPE].shift())
         )

@@ -25,6 +25,7 @@ from shopformer.data.schema import (
     SESSION_ID,
     TIMESTAMP,
     USER_ID,
+    DataError,
     DataValidationError,
     EventTable,
     require_columns,
@@ -332,7 +333,11 @@ class SyntheticSource(EventSource):
     def load(self) -> EventTable:
         from shopformer.data.synthetic import SyntheticConfig, generate
 
-        events, items = generate(SyntheticConfig(**dataclasses.asdict(self)))
+        try:
+            config = SyntheticConfig(**dataclasses.asdict(self))
+        except ValueError as exc:
+            raise DataError(f"synthetic data: {exc}") from None
+        events, items = generate(config)
         origin = f"synthetic(seed={self.seed})"
         return EventTable(
             events=validate_events(events, origin), origin=origin, items=validate_items(items, origin)

@@ -52,6 +52,9 @@ def test_consecutive_duplicates_dropped_and_counted():
     assert out.report["dropped: consecutive duplicates"] == 1
     kept = preprocess(table(rows), PreprocessConfig(dedupe_consecutive=False))
     assert len(kept.events) == 5
+    # A repeat in a later session (gap > 30 min) is a revisit and stays.
+    later = preprocess(table([("u", 1, 1, "view"), ("u", 1, 4000, "view")]), PreprocessConfig())
+    assert decoded(later) == [[1, 1]]
 
 
 def test_iterative_k_core_reaches_fixpoint():
