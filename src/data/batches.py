@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from shopformer.data.vocab import PAD
 
@@ -48,8 +48,14 @@ def _batch_seed() -> int:
 class _WindowSet(Dataset):
     """Shared plumbing: one sample = (sequence start, window end) in the flat arrays."""
 
+    trim = False
+
     def __init__(self, tokens: TokenArrays, starts: np.ndarray, ends: np.ndarray) -> None:
         self.tokens, self.starts, self.ends = tokens, starts, ends
+
+    def lengths(self) -> np.ndarray:
+        """Number of real events available to each sample (for length bucketing)."""
+        return self.ends - self.starts
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -59,6 +65,9 @@ class _WindowSet(Dataset):
         return {key: value[0] for key, value in batch.items()}
 
     def _channels(self, starts: np.ndarray, ends: np.ndarray, length: int) -> dict[str, np.ndarray]:
+        if self.trim and len(ends):
+            # Columns that are padding in every row are dropped: the batch is as long as its longest window.
+            length = int(min(length, max(1, (ends - starts).max())))
         out = {
             "item_ids": gather_windows(self.tokens.item, starts, ends, length),
             "event_types": gather_windows(self.tokens.event, starts, ends, length),
@@ -124,12 +133,16 @@ class MaskedItemTrainSet(_WindowSet):
 
 
 class EvalSet(_WindowSet):
-    """(history, target) pairs: the history is the L events right before the target."""
+    """(history, target) pairs: the history is the L events right before the target.
 
-    def __init__(self, tokens: TokenArrays, positions: np.ndarray, max_len: int) -> None:
+    With ``with_seen``, ``seen_items`` [B, H] holds the whole history (not only the
+    last L events), left-padded, for excluding already-seen items from the ranking.
+    """
+
+    def __init__(self, tokens: TokenArrays, positions: np.ndarray, max_len: int, with_seen: bool = False) -> None:
         seq = tokens.seq[positions]
         super().__init__(tokens, tokens.offsets[seq], positions)
-        self.max_len = max_len
+        self.max_len, self.with_seen = max_len, with_seen
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
@@ -139,7 +152,40 @@ class EvalSet(_WindowSet):
         batch["target_event"] = self.tokens.event[ends]
         batch["seq_index"] = self.tokens.seq[ends]
         batch["position"] = ends
+        if self.with_seen:
+            longest = max(1, int((ends - starts).max())) if len(ends) else 1
+            batch["seen_items"] = gather_windows(self.tokens.item, starts, ends, longest)
         return _to_tensors(batch)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar length: shuffle, sort within pools of ``pool_batches`` batches, shuffle batches.
+
+    Less padding means less attention work per epoch; every sample still appears once per epoch.
+    """
+
+    def __init__(
+        self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, lengths=None, pool_batches: int = 32
+    ) -> None:
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.lengths, self.pool_batches = np.asarray(lengths), pool_batches
+
+    def __iter__(self):
+        indices = np.fromiter(iter(self.sampler), dtype=np.int64)
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for lo in range(0, len(indices), pool):
+            chunk = indices[lo : lo + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for i in torch.randperm(len(batches)).tolist():
+            yield batches[i].tolist()
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
 def identity_collate(batch):

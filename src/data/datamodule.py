@@ -6,9 +6,10 @@ import os
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from shopformer.data.batches import (
+    BucketBatchSampler,
     EvalSet,
     MaskedItemTrainSet,
     NextItemTrainSet,
@@ -17,6 +18,7 @@ from shopformer.data.batches import (
 )
 from shopformer.data.features import N_GAP_BUCKETS
 from shopformer.data.schema import DataError
+from shopformer.data.split import TRAIN
 from shopformer.data.store import DatasetSpec, ProcessedDataset, load_or_build
 
 OBJECTIVES = ("next_item", "masked")
@@ -44,6 +46,9 @@ class SequenceDataModule(L.LightningDataModule):
         gap_buckets: bool = False,
         train_windows: str = "last",
         num_workers: int = 0,
+        trim_batches: bool = True,
+        length_bucketing: bool = False,
+        with_seen: bool = False,
     ) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
@@ -57,6 +62,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
         self.objective, self.mask_prob = objective, mask_prob
         self.use_gap_buckets, self.train_windows, self.num_workers = (gap_buckets, train_windows, num_workers)
+        self.trim_batches, self.length_bucketing, self.with_seen = trim_batches, length_bucketing, with_seen
         self.data: ProcessedDataset | None = None
         self.data_dir = None
         self.from_cache = False
@@ -81,8 +87,10 @@ class SequenceDataModule(L.LightningDataModule):
             )
         else:
             self.train_set = NextItemTrainSet(self.tokens, starts, ends, self.max_len)
-        self.valid_set = EvalSet(self.tokens, ds.target_positions("valid"), self.max_len)
-        self.test_set = EvalSet(self.tokens, ds.target_positions("test"), self.max_len)
+        self.valid_set = EvalSet(self.tokens, ds.target_positions("valid"), self.max_len, self.with_seen)
+        self.test_set = EvalSet(self.tokens, ds.target_positions("test"), self.max_len, self.with_seen)
+        for dataset in (self.train_set, self.valid_set, self.test_set):
+            dataset.trim = self.trim_batches
 
     def _train_windows(self, starts: np.ndarray, train_end: np.ndarray):
         """(start, end) flat ranges of training samples; each needs >= 2 events."""
@@ -97,18 +105,31 @@ class SequenceDataModule(L.LightningDataModule):
         back = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
         return rep_starts, np.repeat(ends, n_windows) - back * step
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, batch_sampler=None) -> DataLoader:
+        options = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": batch_size, "shuffle": shuffle}
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
             collate_fn=identity_collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.length_bucketing:
+            sampler = BucketBatchSampler(
+                RandomSampler(self.train_set), self.batch_size, lengths=self.train_set.lengths()
+            )
+            return self._loader(self.train_set, self.batch_size, shuffle=True, batch_sampler=sampler)
         return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def train_item_counts(self) -> np.ndarray:
+        """Number of training events per item id (index 0 = padding, always 0)."""
+        self._require_setup()
+        ds = self.data
+        counts = np.bincount(ds.item[ds.role == TRAIN], minlength=ds.n_items)
+        counts[0] = 0
+        return counts
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from shopformer.data.datamodule import SequenceDataModule
 from shopformer.data.sources import SyntheticSource
@@ -26,8 +27,8 @@ def test_ranks_by_hand():
 def test_transition_counts_by_hand():
     items = np.array([1, 2, 1, 2, 3, 1, 3])
     seq = np.array([0, 0, 0, 0, 0, 1, 1])
-    model = Transition().fit(items, seq, n_items=4)
-    scores = model.score(np.array([[0, 1], [0, 2]]))
+    model = Transition(n_items=4).fit(items, seq)
+    scores = model.score(torch.tensor([[0, 1], [0, 2]])).numpy()
     assert scores[0, 2] > scores[0, 3] > scores[0, 1]  # 1->2 twice, 1->3 once (other sequence)
     assert scores[1].argmax() == 1
 
@@ -42,14 +43,14 @@ def synthetic() -> SequenceDataModule:
 
 def evaluate(model, dm) -> dict[str, float]:
     batch = dm.test_set.__getitems__(list(range(len(dm.test_set))))
-    ranks = target_ranks(model.score(batch["item_ids"].numpy()), batch["target"].numpy())
+    ranks = target_ranks(model.score(batch["item_ids"]).numpy(), batch["target"].numpy())
     return ranking_metrics(ranks, ks=(10,))
 
 
 def test_transition_beats_popularity_on_synthetic_data(synthetic):
     ds = synthetic.data
     train = ds.role == TRAIN
-    pop = evaluate(MostPopular().fit(ds.item[train], ds.n_items), synthetic)
-    trans = evaluate(Transition().fit(ds.item[train], ds.seq[train], ds.n_items), synthetic)
+    pop = evaluate(MostPopular(ds.n_items).fit(ds.item[train], ds.seq[train]), synthetic)
+    trans = evaluate(Transition(ds.n_items).fit(ds.item[train], ds.seq[train]), synthetic)
     assert trans["ndcg@10"] > 2 * pop["ndcg@10"] and trans["hr@10"] > 1.5 * pop["hr@10"]
     assert pop["hr@10"] > 0.01  # popularity is a real, not a broken, baseline

@@ -1,0 +1,88 @@
+"""Self-attention blocks written out (``nn.TransformerEncoderLayer``'s fast path does not export to ONNX)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SelfAttentionBlock(nn.Module):
+    """Multi-head self-attention + position-wise feed-forward, pre- or post-LayerNorm."""
+
+    def __init__(
+        self, dim: int, heads: int, ffn_dim: int, dropout: float, pre_norm: bool, activation: str = "gelu"
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.pre_norm, self.attn_dropout = heads, pre_norm, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim),
+            nn.GELU() if activation == "gelu" else nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, dim),
+        )
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
+        b, length, dim = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return self.dropout(self.out(y.transpose(1, 2).reshape(b, length, dim)))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.pre_norm:
+            x = x + self._attend(self.norm1(x), mask)
+            return x + self.dropout(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self._attend(x, mask))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+def attention_mask(item_ids: Tensor, causal: bool) -> Tensor:
+    """Boolean mask [B, 1, L, L] (True = may attend): real keys only, causal if asked.
+
+    Every position may attend to itself, so rows of padding never become all-masked (NaN).
+    """
+    length = item_ids.shape[1]
+    keys = (item_ids != 0)[:, None, None, :]
+    eye = torch.eye(length, dtype=torch.bool, device=item_ids.device)
+    mask = keys | eye
+    if causal:
+        mask = mask & torch.ones(length, length, dtype=torch.bool, device=item_ids.device).tril()
+    return mask
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`SelfAttentionBlock` with the padding positions zeroed after each block."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_blocks: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        causal: bool,
+        pre_norm: bool,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        self.causal, self.pre_norm = causal, pre_norm
+        self.blocks = nn.ModuleList(
+            SelfAttentionBlock(dim, heads, ffn_dim, dropout, pre_norm, activation) for _ in range(n_blocks)
+        )
+        self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+
+    def forward(self, x: Tensor, item_ids: Tensor) -> Tensor:
+        mask = attention_mask(item_ids, self.causal)
+        keep = (item_ids != 0).unsqueeze(-1).to(x.dtype)
+        x = x * keep
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.final_norm(x)

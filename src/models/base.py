@@ -1,0 +1,51 @@
+"""The model contract: every retrieval model is an encoder plus an item table, scored by dot product."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SequenceRecommender(nn.Module):
+    """Encoder that turns a left-padded history into a query ``q`` [B, D]; item ``i`` scores ``q · E[i]``.
+
+    Subclasses implement :meth:`forward` (hidden states at every position, used in
+    training) and :meth:`encode` (one query per history, used in evaluation,
+    export and serving) and expose :meth:`item_vectors` (``E``, [n_items, D], row 0 = padding).
+    ``objective`` tells the datamodule which training batches the model needs.
+    """
+
+    objective = "next_item"
+
+    def __init__(self, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.n_items, self.dim = n_items, dim
+
+    def forward(
+        self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def encode(
+        self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
+    ) -> Tensor:
+        """Query vector for the item that follows each history: [B, L] -> [B, D]."""
+        return self.forward(item_ids, event_types, gap_buckets)[:, -1]
+
+    def item_vectors(self) -> Tensor:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal for every matrix (as in the reference SASRec code), padding rows zeroed."""
+        for name, param in self.named_parameters():
+            if param.dim() > 1 and param.requires_grad and "gru" not in name:
+                nn.init.xavier_normal_(param)
+        for module in self.modules():
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    @torch.no_grad()
+    def score(self, item_ids: Tensor, **channels: Tensor) -> Tensor:
+        """Scores of every item for each history, [B, n_items] (small catalogues / tests)."""
+        return self.encode(item_ids, **channels) @ self.item_vectors().T

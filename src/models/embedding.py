@@ -1,0 +1,46 @@
+"""Token embedding: item + optional event type + optional time-gap bucket + position (from the end)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class TokenEmbedding(nn.Module):
+    """Sums the channel embeddings; position ``max_len - 1`` is always the most recent token.
+
+    Positions count from the end because sequences are left-padded and batches may be
+    trimmed to their longest history: the same token gets the same position either way.
+    """
+
+    def __init__(
+        self,
+        n_tokens: int,
+        dim: int,
+        max_len: int,
+        n_event_types: int = 0,
+        n_gap_buckets: int = 0,
+        dropout: float = 0.0,
+        scale: bool = False,
+    ) -> None:
+        super().__init__()
+        self.items = nn.Embedding(n_tokens, dim, padding_idx=0)
+        self.positions = nn.Embedding(max_len, dim)
+        self.events = nn.Embedding(n_event_types, dim, padding_idx=0) if n_event_types else None
+        self.gaps = nn.Embedding(n_gap_buckets, dim, padding_idx=0) if n_gap_buckets else None
+        self.dropout = nn.Dropout(dropout)
+        self.max_len, self.scale = max_len, dim**0.5 if scale else 1.0
+
+    def forward(
+        self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
+    ) -> Tensor:
+        length = item_ids.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
+        x = self.items(item_ids) * self.scale
+        x = x + self.positions(torch.arange(self.max_len - length, self.max_len, device=item_ids.device))
+        if self.events is not None and event_types is not None:
+            x = x + self.events(event_types)
+        if self.gaps is not None and gap_buckets is not None:
+            x = x + self.gaps(gap_buckets)
+        return self.dropout(x)

@@ -1,0 +1,204 @@
+"""Full-ranking evaluation in torch: every query is ranked against the whole catalogue, chunk by chunk.
+
+The tie rule and the metric definitions are those of the NumPy reference in
+:mod:`shopformer.models.ranking`: every other item whose score is ``>=`` the target's ranks above it, and
+column 0 (the padding id) never counts. Scores are ``q @ E[i]`` computed in float32 whatever the input
+dtype.
+
+Exclusion of already-seen items (``exclude_seen=True`` / ``seen=`` given): items listed in a user's
+``seen`` row are removed from that user's ranking (they neither count above the target nor appear in the
+top-K), except the target itself, which always stays rankable (re-purchases are legitimate targets). The
+padding id 0 is always removed, so ``seen`` may be left- or right-padded with 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["FullRankingMetrics", "ranks_against_catalogue"]
+
+
+def _target_scores(queries: Tensor, items: Tensor, targets: Tensor) -> Tensor:
+    """Float32 score of each query's own target.
+
+    Taken from the diagonal of a matrix product rather than an elementwise sum so that it goes through the
+    same GEMM path (and usually the same rounding) as the chunk scores it is compared with; exact ties
+    between duplicate embeddings then stay ties. A single query is doubled because a 1-row product is
+    dispatched to GEMV, which rounds differently.
+    """
+    t_items = items[targets.to(items.device)].to(queries.device, torch.float32)
+    if queries.shape[0] == 1:
+        return (torch.cat([queries, queries]) @ torch.cat([t_items, t_items]).T).diagonal()[:1]
+    return (queries @ t_items.T).diagonal()
+
+
+@torch.no_grad()
+def ranks_against_catalogue(
+    queries: Tensor,
+    items: Tensor,
+    targets: Tensor,
+    seen: Tensor | None = None,
+    chunk_size: int = 65536,
+    k_max: int = 100,
+) -> tuple[Tensor, Tensor]:
+    """0-based rank of each target among items 1..n_items-1, and each query's top-``k_max`` item ids.
+
+    ``queries`` [B, D], ``items`` [n_items, D] (row 0 = padding), ``targets`` [B] int64 in 1..n_items-1,
+    ``seen`` optional int64 [B, S] padded with 0: if given, those items (other than the target) are
+    removed from the ranking. The catalogue is scored ``chunk_size`` rows at a time, so at most a
+    [B, chunk_size] score block exists at once; a running top-``k_max`` is merged across chunks.
+
+    Top-K slots that no rankable item fills (``k_max`` larger than the catalogue left after exclusion) hold
+    the padding id 0. Ties at the K-th place are broken arbitrarily (``torch.topk``); ranks are exact.
+    """
+    if queries.dim() != 2 or items.dim() != 2 or queries.shape[1] != items.shape[1]:
+        raise ValueError(f"need queries [B, D] and items [n_items, D], got {queries.shape}, {items.shape}")
+    if targets.shape != (queries.shape[0],):
+        raise ValueError(f"targets must be [B={queries.shape[0]}], got {tuple(targets.shape)}")
+    if chunk_size < 1 or k_max < 0:
+        raise ValueError(f"chunk_size must be >= 1 and k_max >= 0, got {chunk_size}, {k_max}")
+    n_items, device = items.shape[0], queries.device
+    batch = queries.shape[0]
+    targets = targets.to(device=device, dtype=torch.long)
+    if batch and (int(targets.min()) < 1 or int(targets.max()) >= n_items):
+        raise ValueError(f"targets must lie in 1..{n_items - 1} (0 is padding)")
+    if seen is not None:
+        seen = seen.to(device=device, dtype=torch.long)
+        if seen.dim() != 2 or seen.shape[0] != batch:
+            raise ValueError(f"seen must be [B={batch}, S], got {tuple(seen.shape)}")
+        # The target stays rankable even when listed as seen; 0 is padding and column 0 is removed anyway.
+        seen_mask = (seen != targets[:, None]) & (seen > 0)
+
+    queries = queries.float()
+    t = _target_scores(queries, items, targets)[:, None]
+    ranks = torch.zeros(batch, dtype=torch.long, device=device)
+    top_vals = torch.full((batch, k_max), -math.inf, device=device)
+    top_idx = torch.zeros((batch, k_max), dtype=torch.long, device=device)
+
+    for start in range(0, n_items, chunk_size):
+        stop = min(start + chunk_size, n_items)
+        width = stop - start
+        scores = queries @ items[start:stop].to(device, torch.float32).T  # [B, width]
+        if start == 0:
+            scores[:, 0] = -math.inf
+        if seen is not None:
+            in_chunk = seen_mask & (seen >= start) & (seen < stop)
+            cols = torch.where(in_chunk, seen - start, 0)
+            # amin with +inf leaves untouched the columns that out-of-chunk entries were parked on.
+            fill = torch.where(in_chunk, -math.inf, math.inf)
+            scores.scatter_reduce_(1, cols, fill, reduce="amin")
+        ge = scores >= t
+        ranks += ge.sum(dim=1)
+        # The target's own column is removed by index, not by a ">= itself" test that rounding could flip.
+        own = (targets >= start) & (targets < stop)
+        own_col = (targets - start).clamp(0, width - 1)
+        ranks -= (ge.gather(1, own_col[:, None]).squeeze(1) & own).long()
+        if k_max:
+            vals, idx = scores.topk(min(k_max, width), dim=1)
+            vals = torch.cat([top_vals, vals], dim=1)
+            idx = torch.cat([top_idx, idx + start], dim=1)
+            top_vals, pos = vals.topk(k_max, dim=1)
+            top_idx = idx.gather(1, pos)
+
+    top_idx = top_idx.masked_fill(top_vals == -math.inf, 0)
+    return ranks, top_idx
+
+
+class FullRankingMetrics:
+    """Accumulates HR@K, NDCG@K, MRR@K and catalogue coverage@K over batches, by full ranking.
+
+    HR@K = mean(rank < K), NDCG@K = mean(1/log2(rank+2) if rank < K), MRR@K = mean(1/(rank+1) if
+    rank < K), with 0-based ranks from :func:`ranks_against_catalogue`, summed in float64. coverage@K is
+    the fraction of real items (ids 1..n_items-1) that appear in at least one query's top-K. With
+    ``exclude_seen=True`` the ``seen`` items passed to :meth:`update` (other than the target) are removed
+    from each ranking; see the module docstring. State lives on the device of the last update.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        ks: Sequence[int] = (10, 20, 100),
+        chunk_size: int = 65536,
+        exclude_seen: bool = False,
+    ) -> None:
+        if n_items < 2:
+            raise ValueError(f"n_items must be >= 2 (padding + one item), got {n_items}")
+        self.ks = tuple(int(k) for k in ks)
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive, got {ks}")
+        self.n_items = n_items
+        self.chunk_size = chunk_size
+        self.exclude_seen = exclude_seen
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated query."""
+        self._n = torch.zeros((), dtype=torch.long)
+        self._sums = torch.zeros(len(self.ks), 3, dtype=torch.float64)  # per K: hr, ndcg, mrr
+        self._covered = torch.zeros(len(self.ks), self.n_items, dtype=torch.bool)
+
+    def _to(self, device: torch.device) -> None:
+        if self._sums.device != device:
+            self._n, self._sums, self._covered = (x.to(device) for x in (self._n, self._sums, self._covered))
+
+    def update(self, queries: Tensor, items: Tensor, targets: Tensor, seen: Tensor | None = None) -> Tensor:
+        """Rank one batch and accumulate it; returns the 0-based ranks [B]."""
+        if items.shape[0] != self.n_items:
+            raise ValueError(f"items has {items.shape[0]} rows, expected n_items={self.n_items}")
+        ranks, top = ranks_against_catalogue(
+            queries,
+            items,
+            targets,
+            seen=seen if self.exclude_seen else None,
+            chunk_size=self.chunk_size,
+            k_max=max(self.ks),
+        )
+        self._to(ranks.device)
+        r = ranks.double()
+        ndcg, mrr = 1.0 / torch.log2(r + 2.0), 1.0 / (r + 1.0)
+        for j, k in enumerate(self.ks):
+            hit = ranks < k
+            self._sums[j, 0] += hit.sum()
+            self._sums[j, 1] += torch.where(hit, ndcg, 0.0).sum()
+            self._sums[j, 2] += torch.where(hit, mrr, 0.0).sum()
+            self._covered[j, top[:, :k].reshape(-1)] = True  # unfilled slots hold 0, ignored below
+        self._n += ranks.numel()
+        return ranks
+
+    def compute(self) -> dict[str, float]:
+        """Metrics over everything accumulated so far (NaN before any query), plus ``n``."""
+        n = int(self._n)
+        sums = self._sums.cpu()
+        covered = self._covered[:, 1:].sum(dim=1).cpu()
+        out: dict[str, float] = {}
+        for j, k in enumerate(self.ks):
+            for c, name in enumerate(("hr", "ndcg", "mrr")):
+                out[f"{name}@{k}"] = float(sums[j, c]) / n if n else math.nan
+            out[f"coverage@{k}"] = int(covered[j]) / (self.n_items - 1)
+        out["n"] = n
+        return out
+
+    def state(self) -> dict[str, Tensor]:
+        """Additive state: ``n``, ``sums`` [len(ks), 3] (hr, ndcg, mrr), ``covered`` bool [len(ks), n_items].
+
+        Distributed ranks combine by summing ``n`` and ``sums`` and OR-ing ``covered``.
+        """
+        return {"n": self._n.clone(), "sums": self._sums.clone(), "covered": self._covered.clone()}
+
+    def merge(self, other: FullRankingMetrics | Mapping[str, Tensor]) -> None:
+        """Add another accumulator (or its :meth:`state`) into this one."""
+        if isinstance(other, FullRankingMetrics) and other.ks != self.ks:
+            raise ValueError(f"cannot merge ks={other.ks} into ks={self.ks}")
+        st = other.state() if isinstance(other, FullRankingMetrics) else other
+        if st["covered"].shape != self._covered.shape:
+            raise ValueError(
+                f"cannot merge state of shape {tuple(st['covered'].shape)} into {self._covered.shape}"
+            )
+        dev = self._sums.device
+        self._n += st["n"].to(dev)
+        self._sums += st["sums"].to(dev)
+        self._covered |= st["covered"].to(dev)

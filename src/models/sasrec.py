@@ -1,0 +1,43 @@
+"""SASRec (Kang & McAuley, 2018): causal self-attention over the item sequence, tied item embeddings."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from shopformer.models.attention import TransformerEncoder
+from shopformer.models.base import SequenceRecommender
+from shopformer.models.embedding import TokenEmbedding
+
+
+class SASRec(SequenceRecommender):
+    """Next-item model; the hidden state at each position is the query for the next item."""
+
+    objective = "next_item"
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int = 64,
+        max_len: int = 200,
+        n_blocks: int = 2,
+        heads: int = 1,
+        ffn_dim: int | None = None,
+        dropout: float = 0.2,
+        pre_norm: bool = True,
+        activation: str = "relu",
+        n_event_types: int = 0,
+        n_gap_buckets: int = 0,
+    ) -> None:
+        super().__init__(n_items, dim)
+        self.max_len = max_len
+        self.embed = TokenEmbedding(n_items, dim, max_len, n_event_types, n_gap_buckets, dropout, scale=True)
+        self.encoder = TransformerEncoder(
+            dim, n_blocks, heads, ffn_dim or dim, dropout, causal=True, pre_norm=pre_norm, activation=activation
+        )
+        self.reset_parameters()
+
+    def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
+        return self.encoder(self.embed(item_ids, event_types, gap_buckets), item_ids)
+
+    def item_vectors(self) -> Tensor:
+        return self.embed.items.weight[: self.n_items]

@@ -1,0 +1,5 @@
+"""``python -m shopformer.train`` is ``shopformer-train``."""
+
+from shopformer.train.train import main
+
+main()
