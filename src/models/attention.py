@@ -6,27 +6,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shopformer.models.dropout import Dropout
+
 
 class SelfAttentionBlock(nn.Module):
     """Multi-head self-attention + position-wise feed-forward, pre- or post-LayerNorm."""
 
     def __init__(
-        self, dim: int, heads: int, ffn_dim: int, dropout: float, pre_norm: bool, activation: str = "gelu"
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        pre_norm: bool,
+        activation: str = "gelu",
+        attn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads, self.pre_norm, self.attn_dropout = heads, pre_norm, dropout
+        # Dropout on the attention weights forces SDPA's slow math path on CPU; off by default.
+        self.heads, self.pre_norm, self.attn_dropout = heads, pre_norm, attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
             nn.GELU() if activation == "gelu" else nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ffn_dim, dim),
         )
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
         b, length, dim = x.shape
@@ -71,11 +81,13 @@ class TransformerEncoder(nn.Module):
         causal: bool,
         pre_norm: bool,
         activation: str = "gelu",
+        attn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.causal, self.pre_norm = causal, pre_norm
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(dim, heads, ffn_dim, dropout, pre_norm, activation) for _ in range(n_blocks)
+            SelfAttentionBlock(dim, heads, ffn_dim, dropout, pre_norm, activation, attn_dropout)
+            for _ in range(n_blocks)
         )
         self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
 

@@ -24,6 +24,7 @@ class BERT4Rec(SequenceRecommender):
         heads: int = 2,
         ffn_dim: int | None = None,
         dropout: float = 0.1,
+        attn_dropout: float = 0.0,
         pre_norm: bool = False,
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
@@ -32,7 +33,14 @@ class BERT4Rec(SequenceRecommender):
         self.max_len, self.mask_id = max_len, n_items
         self.embed = TokenEmbedding(n_items + 1, dim, max_len, n_event_types, n_gap_buckets, dropout)
         self.encoder = TransformerEncoder(
-            dim, n_blocks, heads, ffn_dim or 4 * dim, dropout, causal=False, pre_norm=pre_norm
+            dim,
+            n_blocks,
+            heads,
+            ffn_dim or 4 * dim,
+            dropout,
+            causal=False,
+            pre_norm=pre_norm,
+            attn_dropout=attn_dropout,
         )
         self.reset_parameters()
 

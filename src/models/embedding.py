@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from shopformer.models.dropout import Dropout
+
 
 class TokenEmbedding(nn.Module):
     """Sums the channel embeddings; position ``max_len - 1`` is always the most recent token.
@@ -28,7 +30,7 @@ class TokenEmbedding(nn.Module):
         self.positions = nn.Embedding(max_len, dim)
         self.events = nn.Embedding(n_event_types, dim, padding_idx=0) if n_event_types else None
         self.gaps = nn.Embedding(n_gap_buckets, dim, padding_idx=0) if n_gap_buckets else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.max_len, self.scale = max_len, dim**0.5 if scale else 1.0
 
     def forward(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from shopformer.models.base import SequenceRecommender
+from shopformer.models.dropout import Dropout
 from shopformer.models.embedding import TokenEmbedding
 
 
@@ -31,7 +32,7 @@ class GRU4Rec(SequenceRecommender):
         self.embed.positions.weight.requires_grad_(False)  # order comes from the recurrence
         self.gru = nn.GRU(dim, hidden, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
         self.project = nn.Linear(hidden, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.reset_parameters()
 
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):

@@ -91,18 +91,23 @@ def ranks_against_catalogue(
             # amin with +inf leaves untouched the columns that out-of-chunk entries were parked on.
             fill = torch.where(in_chunk, -math.inf, math.inf)
             scores.scatter_reduce_(1, cols, fill, reduce="amin")
-        ge = scores >= t
-        ranks += ge.sum(dim=1)
+        if k_max:
+            vals, idx = scores.topk(min(k_max, width), dim=1)
+            if start == 0 and width >= k_max:
+                top_vals, top_idx = vals, idx
+            else:
+                vals = torch.cat([top_vals, vals], dim=1)
+                idx = torch.cat([top_idx, idx + start], dim=1)
+                top_vals, pos = vals.topk(k_max, dim=1)
+                top_idx = idx.gather(1, pos)
+        # In place, 0/1 floats: much faster to sum than a bool tensor, and exact below 2^24 per row.
+        ge = scores.ge_(t)
+        count = ge.sum(dim=1, dtype=torch.float64 if width >= 2**24 else None)
         # The target's own column is removed by index, not by a ">= itself" test that rounding could flip.
         own = (targets >= start) & (targets < stop)
         own_col = (targets - start).clamp(0, width - 1)
-        ranks -= (ge.gather(1, own_col[:, None]).squeeze(1) & own).long()
-        if k_max:
-            vals, idx = scores.topk(min(k_max, width), dim=1)
-            vals = torch.cat([top_vals, vals], dim=1)
-            idx = torch.cat([top_idx, idx + start], dim=1)
-            top_vals, pos = vals.topk(k_max, dim=1)
-            top_idx = idx.gather(1, pos)
+        count -= ge.gather(1, own_col[:, None]).squeeze(1) * own
+        ranks += count.long()
 
     top_idx = top_idx.masked_fill(top_vals == -math.inf, 0)
     return ranks, top_idx

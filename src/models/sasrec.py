@@ -23,6 +23,7 @@ class SASRec(SequenceRecommender):
         heads: int = 1,
         ffn_dim: int | None = None,
         dropout: float = 0.2,
+        attn_dropout: float = 0.0,
         pre_norm: bool = True,
         activation: str = "relu",
         n_event_types: int = 0,
@@ -32,7 +33,15 @@ class SASRec(SequenceRecommender):
         self.max_len = max_len
         self.embed = TokenEmbedding(n_items, dim, max_len, n_event_types, n_gap_buckets, dropout, scale=True)
         self.encoder = TransformerEncoder(
-            dim, n_blocks, heads, ffn_dim or dim, dropout, causal=True, pre_norm=pre_norm, activation=activation
+            dim,
+            n_blocks,
+            heads,
+            ffn_dim or dim,
+            dropout,
+            causal=True,
+            pre_norm=pre_norm,
+            attn_dropout=attn_dropout,
+            activation=activation,
         )
         self.reset_parameters()
 
