@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from shopformer.models.base import SequenceRecommender
@@ -36,8 +37,18 @@ class GRU4Rec(SequenceRecommender):
         self.reset_parameters()
 
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
-        states, _ = self.gru(self.embed(item_ids, event_types, gap_buckets))
-        return self.project(self.dropout(states))
+        x = self.embed(item_ids, event_types, gap_buckets)
+        # Left padding would feed the GRU pads before the history (its biases move the state),
+        # so run it on right-aligned rows and move the states back. Plain gathers: ONNX-friendly.
+        length = item_ids.shape[1]
+        real = item_ids != 0
+        n_pad = length - real.sum(dim=1, keepdim=True)
+        steps = torch.arange(length, device=item_ids.device).unsqueeze(0)
+        to_right = (steps + n_pad).clamp(max=length - 1)
+        states, _ = self.gru(x.gather(1, to_right.unsqueeze(-1).expand_as(x)))
+        back = (steps - n_pad).clamp(min=0)
+        states = states.gather(1, back.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+        return self.project(self.dropout(states)) * real.unsqueeze(-1)
 
     def item_vectors(self) -> Tensor:
         return self.embed.items.weight[: self.n_items]

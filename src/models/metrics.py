@@ -3,7 +3,9 @@
 The tie rule and the metric definitions are those of the NumPy reference in
 :mod:`shopformer.models.ranking`: every other item whose score is ``>=`` the target's ranks above it, and
 column 0 (the padding id) never counts. Scores are ``q @ E[i]`` computed in float32 whatever the input
-dtype.
+dtype. Ranks are exact given the float32 scores; note only that BLAS may round a dot product differently
+(last bit) depending on the chunk's shape, so a *near-exact* tie can resolve differently from a single
+full ``q @ E.T``. The target's own column is excluded by index, so it never counts against itself.
 
 Exclusion of already-seen items (``exclude_seen=True`` / ``seen=`` given): items listed in a user's
 ``seen`` row are removed from that user's ranking (they neither count above the target nor appear in the
@@ -25,14 +27,11 @@ __all__ = ["FullRankingMetrics", "ranks_against_catalogue"]
 def _target_scores(queries: Tensor, items: Tensor, targets: Tensor) -> Tensor:
     """Float32 score of each query's own target.
 
-    Taken from the diagonal of a matrix product rather than an elementwise sum so that it goes through the
-    same GEMM path (and usually the same rounding) as the chunk scores it is compared with; exact ties
-    between duplicate embeddings then stay ties. A single query is doubled because a 1-row product is
-    dispatched to GEMV, which rounds differently.
+    Taken from the diagonal of a matrix product rather than an elementwise sum so that it goes through a
+    GEMM like the chunk scores it is compared with, which for realistic batch sizes gives bit-identical
+    rounding (exact ties, e.g. duplicate embeddings, then stay ties).
     """
     t_items = items[targets.to(items.device)].to(queries.device, torch.float32)
-    if queries.shape[0] == 1:
-        return (torch.cat([queries, queries]) @ torch.cat([t_items, t_items]).T).diagonal()[:1]
     return (queries @ t_items.T).diagonal()
 
 
@@ -50,7 +49,8 @@ def ranks_against_catalogue(
     ``queries`` [B, D], ``items`` [n_items, D] (row 0 = padding), ``targets`` [B] int64 in 1..n_items-1,
     ``seen`` optional int64 [B, S] padded with 0: if given, those items (other than the target) are
     removed from the ranking. The catalogue is scored ``chunk_size`` rows at a time, so at most a
-    [B, chunk_size] score block exists at once; a running top-``k_max`` is merged across chunks.
+    [B, chunk_size] score block exists at once; a running top-``k_max`` is merged across chunks. ``items``
+    may live on another device than ``queries`` (e.g. a CPU table): each chunk is moved to the queries.
 
     Top-K slots that no rankable item fills (``k_max`` larger than the catalogue left after exclusion) hold
     the padding id 0. Ties at the K-th place are broken arbitrarily (``torch.topk``); ranks are exact.
