@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from shopformer.data.schema import DataError
@@ -59,6 +60,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if trainable else []
+    if not logger:  # nothing to monitor the learning rate into
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     if logger:
         logger.log_hyperparams(_flat(module.shopformer_config))
