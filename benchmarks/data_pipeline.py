@@ -147,8 +147,10 @@ def main() -> None:
     syn = run_child("synthetic", args)
     seq_per_s_build = bat["sequences"] / bat["build_seconds"]
     seq_per_s_fwd = bat["sequences"] / bat["forward_seconds"]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads {bat['threads']}; {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {bat['threads']}; {time.strftime('%Y-%m-%d')}"
+    )
     print("| step | time | throughput | peak RSS |")
     print("|---|---|---|---|")
     print(
@@ -170,7 +172,9 @@ def main() -> None:
         f"| synthetic generator | {syn['seconds']:.2f} s | {syn['events']:,} events "
         f"({syn['events'] / syn['seconds'] / 1e6:.2f} M/s) | {syn['peak_mb']:.0f} MB |"
     )
-    print(f"batches are built {seq_per_s_build / seq_per_s_fwd:.0f}x faster than the forward pass consumes them")
+    print(
+        f"batches are built {seq_per_s_build / seq_per_s_fwd:.0f}x faster than the forward pass consumes them"
+    )
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ class EvalSet(_WindowSet):
     last L events), left-padded, for excluding already-seen items from the ranking.
     """
 
-    def __init__(self, tokens: TokenArrays, positions: np.ndarray, max_len: int, with_seen: bool = False) -> None:
+    def __init__(
+        self, tokens: TokenArrays, positions: np.ndarray, max_len: int, with_seen: bool = False
+    ) -> None:
         seq = tokens.seq[positions]
         super().__init__(tokens, tokens.offsets[seq], positions)
         self.max_len, self.with_seen = max_len, with_seen
@@ -165,7 +167,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, lengths=None, pool_batches: int = 32
+        self,
+        sampler: Sampler[int],
+        batch_size: int,
+        drop_last: bool = False,
+        lengths=None,
+        pool_batches: int = 32,
     ) -> None:
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
         self.lengths, self.pool_batches = np.asarray(lengths), pool_batches

@@ -106,7 +106,11 @@ class SequenceDataModule(L.LightningDataModule):
         return rep_starts, np.repeat(ends, n_windows) - back * step
 
     def _loader(self, dataset, batch_size: int, shuffle: bool, batch_sampler=None) -> DataLoader:
-        options = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": batch_size, "shuffle": shuffle}
+        options = (
+            {"batch_sampler": batch_sampler}
+            if batch_sampler
+            else {"batch_size": batch_size, "shuffle": shuffle}
+        )
         return DataLoader(
             dataset,
             collate_fn=identity_collate,

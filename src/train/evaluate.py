@@ -36,8 +36,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def evaluate(ckpt: str | Path, split: str = "test", protocols=("all_items", "exclude_seen"),
-             accelerator: str = "auto", cache_dir: str | None = None) -> dict[str, Any]:
+def evaluate(
+    ckpt: str | Path,
+    split: str = "test",
+    protocols=("all_items", "exclude_seen"),
+    accelerator: str = "auto",
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
     """Metrics of the checkpoint's model on ``split`` for each protocol."""
     if split not in ("test", "valid"):
         raise DataError(f"split must be 'test' or 'valid', got {split!r}")
@@ -50,11 +55,18 @@ def evaluate(ckpt: str | Path, split: str = "test", protocols=("all_items", "exc
     dm = build_datamodule(cfg)
     dm.setup()
     model = build_model(cfg, dm)
-    state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()}
+    state = {
+        k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()
+    }
     model.load_state_dict(state)
     results: dict[str, Any] = {"checkpoint": str(ckpt), "split": split, "dataset": cfg.data.name}
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise DataError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")

@@ -27,7 +27,9 @@ def mlflow_logger(
     artifact_dir: str | None = None,
 ) -> MLFlowLogger:
     """Lightning's MLFlowLogger with an explicit artifact location (else sqlite stores drop them in ./mlruns)."""
-    artifacts = Path(artifact_dir or os.environ.get("SHOPFORMER_MLFLOW_ARTIFACTS", DEFAULT_STORE / "artifacts"))
+    artifacts = Path(
+        artifact_dir or os.environ.get("SHOPFORMER_MLFLOW_ARTIFACTS", DEFAULT_STORE / "artifacts")
+    )
     artifacts.mkdir(parents=True, exist_ok=True)
     return MLFlowLogger(
         experiment_name=experiment_name,
@@ -45,7 +47,11 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -37,8 +37,8 @@ def model_objective(cfg: DictConfig) -> str:
     return getattr(get_class(cfg.model._target_), "objective", "next_item")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test as ``cfg`` says; returns the summary printed as the final JSON line."""
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """Train and test as ``cfg`` says; returns the summary printed as the final JSON line (None off rank 0)."""
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -72,17 +72,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test_after_fit", True):
         trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         test_metrics = module.last_metrics.get("test", {})
-    if not ckpt and trainer.is_global_zero:
+    if not trainer.is_global_zero:
+        return None  # rank 0 reports for the whole DDP job
+    if not ckpt:
         ckpt = f"{trainer.default_root_dir}/checkpoints/last.ckpt"
         trainer.save_checkpoint(ckpt)
     summary = {
         "run_id": getattr(logger, "run_id", None) if logger else None,
-        "test": {k: round(v, 6) for k, v in test_metrics.items() if k != "n"},
+        "test": {k: (v if k == "n" else round(v, 6)) for k, v in test_metrics.items()},
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
-    if logger and trainer.is_global_zero:
+    if logger:
         _finish_mlflow_run(logger, cfg, dm, ckpt)
     return summary
 

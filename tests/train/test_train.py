@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 
+import mlflow
 from shopformer.train.config import CONF_DIR
 from shopformer.train.evaluate import evaluate
 from shopformer.train.train import run
@@ -51,7 +51,9 @@ def test_summary_line_and_checkpoint(sasrec_run):
 
 def test_run_is_tracked_in_mlflow(sasrec_run, mlflow_store):
     summary, _ = sasrec_run
-    runs = mlflow.search_runs(experiment_names=["shopformer"], filter_string=f"run_id = '{summary['run_id']}'")
+    runs = mlflow.search_runs(
+        experiment_names=["shopformer"], filter_string=f"run_id = '{summary['run_id']}'"
+    )
     assert len(runs) == 1
     row = runs.iloc[0]
     assert row["metrics.test/ndcg_10"] == pytest.approx(summary["test"]["ndcg@10"], abs=1e-6)
@@ -81,17 +83,29 @@ def test_baselines_evaluate_without_training(tmp_path, model):
 
 @pytest.mark.parametrize("model", ["bert4rec", "gru4rec"])
 def test_other_encoders_train(tmp_path, model):
-    summary = run(compose_train(tmp_path, f"model={model}", "model.dim=16", "logger=none", "trainer.max_epochs=1"))
+    summary = run(
+        compose_train(tmp_path, f"model={model}", "model.dim=16", "logger=none", "trainer.max_epochs=1")
+    )
     assert summary["test"]["hr@100"] > 0.0 and summary["epochs"] == 1
 
 
 @pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "gbce"])
 def test_every_loss_trains(tmp_path, loss):
-    summary = run(compose_train(tmp_path, f"loss={loss}", "model.dim=16", "logger=none", "trainer.max_epochs=1"))
+    summary = run(
+        compose_train(tmp_path, f"loss={loss}", "model.dim=16", "logger=none", "trainer.max_epochs=1")
+    )
     assert summary["test"]["hr@100"] > 0.0
 
 
 def test_event_type_and_gap_channels(tmp_path):
-    summary = run(compose_train(tmp_path, "features.event_types=true", "features.gap_buckets=true",
-                                "model.dim=16", "logger=none", "trainer.max_epochs=1"))
+    summary = run(
+        compose_train(
+            tmp_path,
+            "features.event_types=true",
+            "features.gap_buckets=true",
+            "model.dim=16",
+            "logger=none",
+            "trainer.max_epochs=1",
+        )
+    )
     assert summary["test"]["hr@100"] > 0.0
