@@ -1,4 +1,4 @@
-"""The LightningModule: next-item / masked-item training and full-ranking evaluation of any SequenceRecommender."""
+"""The LightningModule: next-item or masked-item training and full-ranking evaluation of any model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ CHANNELS = ("event_types", "gap_buckets")
 
 
 class RecommenderModule(L.LightningModule):
-    """Trains ``model`` with ``loss`` (AdamW, linear warm-up then cosine decay) and ranks the whole catalogue."""
+    """Trains ``model`` with ``loss`` (AdamW, warm-up then cosine decay); ranks the whole catalogue."""
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ def mlflow_logger(
     tracking_uri: str | None = None,
     artifact_dir: str | None = None,
 ) -> MLFlowLogger:
-    """Lightning's MLFlowLogger with an explicit artifact location (else sqlite stores drop them in ./mlruns)."""
+    """Lightning's MLFlowLogger with an explicit artifact location (sqlite stores else use ./mlruns)."""
     artifacts = Path(
         artifact_dir or os.environ.get("SHOPFORMER_MLFLOW_ARTIFACTS", DEFAULT_STORE / "artifacts")
     )

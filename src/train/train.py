@@ -38,7 +38,7 @@ def model_objective(cfg: DictConfig) -> str:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """Train and test as ``cfg`` says; returns the summary printed as the final JSON line (None off rank 0)."""
+    """Train and test as ``cfg`` says; returns the summary for the final JSON line (None off rank 0)."""
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)

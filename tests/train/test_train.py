@@ -1,4 +1,4 @@
-"""shopformer-train end to end on small synthetic data: JSON summary, MLflow run, checkpoint, eval, baselines."""
+"""shopformer-train end to end on small synthetic data: summary, MLflow run, checkpoint, eval, baselines."""
 
 from __future__ import annotations
 
