@@ -1,4 +1,4 @@
-# Two commands: `make demo` runs the main job on synthetic data, `make test` runs the tests.
+# Two commands: `make demo` trains SASRec on the synthetic data, `make test` runs the tests.
 # Both create .venv and install the project into it when needed (again when pyproject.toml changes).
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/shopformer-data
+	$(VENV)/bin/shopformer-data check_batches=false
+	$(VENV)/bin/shopformer-train
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

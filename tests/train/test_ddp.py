@@ -33,8 +33,6 @@ def test_ddp_two_cpu_processes(tmp_path):
         "datamodule.max_len=20",
         "model.dim=16",
         "logger.experiment_name=ddp-test",
-        "~callbacks.progress_bar",
-        "+trainer.enable_progress_bar=false",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     result = subprocess.run(

@@ -18,8 +18,6 @@ SMALL = [
     "datamodule.max_len=20",
     "datamodule.batch_size=64",
     "trainer.max_epochs=2",
-    "+trainer.enable_progress_bar=false",
-    "~callbacks.progress_bar",
 ]
 
 
