@@ -44,6 +44,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     OmegaConf.update(cfg, "datamodule.objective", model_objective(cfg), force_add=True)
     OmegaConf.update(cfg, "datamodule.gap_buckets", bool(cfg.features.gap_buckets), force_add=True)
+    if cfg.module.get("exclude_seen"):  # the ranking needs each user's whole history
+        OmegaConf.update(cfg, "datamodule.with_seen", True, force_add=True)
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup()
