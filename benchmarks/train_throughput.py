@@ -74,8 +74,13 @@ def measure(name: str, optimised: bool, precision: str, epochs: int) -> dict:
     trainer.fit(module, datamodule=dm)
     train_seconds = (time.perf_counter() - started) / epochs
     positions = sum(int((b["targets"] > 0).sum()) for b in dm.train_dataloader())
-    eval_trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False,
-                             enable_model_summary=False)
+    eval_trainer = L.Trainer(
+        accelerator="cpu",
+        precision=precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     started = time.perf_counter()
     eval_trainer.validate(module, datamodule=dm, verbose=False)
     eval_seconds = time.perf_counter() - started
@@ -98,13 +103,17 @@ def main() -> None:
     if not args.skip_naive:
         variants.insert(0, ("naive (padded, materialised logits)", False, "32-true"))
     rows = [measure(name, opt, precision, args.epochs) for name, opt, precision in variants]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}; epochs per variant: {args.epochs}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}; epochs per variant: {args.epochs}"
+    )
     print("| variant | s / epoch | train seq/s | train positions/s | eval seq/s | val NDCG@10 after |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['epoch_s']:.1f} | {r['train_seq_s']:.0f} | {r['positions_s']:,.0f} | "
-              f"{r['eval_seq_s']:.0f} | {r['val_ndcg10']:.4f} |")
+        print(
+            f"| {r['variant']} | {r['epoch_s']:.1f} | {r['train_seq_s']:.0f} | {r['positions_s']:,.0f} | "
+            f"{r['eval_seq_s']:.0f} | {r['val_ndcg10']:.4f} |"
+        )
     base = rows[0]["epoch_s"]
     for r in rows[1:]:
         print(f"{r['variant']}: {base / r['epoch_s']:.2f}x the speed of {rows[0]['variant']}")

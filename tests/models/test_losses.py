@@ -55,6 +55,17 @@ def test_full_ce_matches_cross_entropy(dtype, tol, chunk_size):
     assert torch.all(grads[1][0] == 0), "the padding row gets no gradient"
 
 
+def test_full_ce_large_logits_stay_finite():
+    hidden, items, targets = _problem(20, 30, 4, torch.float32)
+    hidden, items = (x.detach().mul(30.0).requires_grad_() for x in (hidden, items))  # logits in the hundreds
+    value, grads = _value_and_grads(FullCrossEntropy(8), hidden, items, targets)
+    ref_value, ref_grads = _value_and_grads(lambda h, t, e: _reference_ce(h, e, t), hidden, items, targets)
+    assert torch.isfinite(value) and all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-3)
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-3)
+
+
 def test_full_ce_gradcheck():
     hidden, items, targets = _problem(9, 7, 3)
     assert torch.autograd.gradcheck(lambda h, e: FullCrossEntropy(4)(h, targets, e), (hidden, items))
@@ -381,3 +392,18 @@ def test_losses_empty_batch(loss_fn):
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.all(items.grad == 0)
+
+
+@pytest.mark.parametrize("loss_fn", _all_losses(), ids=lambda m: type(m).__name__)
+def test_losses_under_bf16_autocast(loss_fn):
+    hidden, items, targets = _problem(50, 40, 16, torch.float32)
+    loss_fn.set_item_counts(torch.bincount(targets, minlength=40))
+    torch.manual_seed(0)
+    ref = loss_fn(hidden, targets, items)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_fn(hidden, targets, items)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(loss, ref, rtol=3e-2, atol=0)
+    loss.backward()
+    assert hidden.grad.dtype == items.grad.dtype == torch.float32
