@@ -25,13 +25,13 @@ from shopformer.data.schema import (
     SESSION_ID,
     TIMESTAMP,
     USER_ID,
-    DataError,
     DataValidationError,
     EventTable,
     require_columns,
     validate_events,
     validate_items,
 )
+from shopformer.data.synthetic import SyntheticConfig, generate
 
 
 class EventSource(ABC):
@@ -316,28 +316,12 @@ class TaobaoSource(EventSource):
         return EventTable(events=events, origin=str(path), items=validate_items(items, str(path)))
 
 
-@dataclass
-class SyntheticSource(EventSource):
-    """The built-in synthetic e-commerce log (see :mod:`shopformer.data.synthetic`)."""
-
-    n_users: int = 6000
-    n_items: int = 3000
-    n_categories: int = 40
-    sessions_per_user: float = 4.0
-    mean_session_views: float = 6.0
-    follow_prob: float = 0.55
-    cart_rate: float = 0.12
-    purchase_rate: float = 0.45
-    seed: int = 0
+@dataclass(frozen=True)
+class SyntheticSource(SyntheticConfig, EventSource):
+    """The built-in synthetic e-commerce log; its fields are :class:`SyntheticConfig`'s."""
 
     def load(self) -> EventTable:
-        from shopformer.data.synthetic import SyntheticConfig, generate
-
-        try:
-            config = SyntheticConfig(**dataclasses.asdict(self))
-        except ValueError as exc:
-            raise DataError(f"synthetic data: {exc}") from None
-        events, items = generate(config)
+        events, items = generate(SyntheticConfig(**dataclasses.asdict(self)))
         origin = f"synthetic(seed={self.seed})"
         return EventTable(
             events=validate_events(events, origin), origin=origin, items=validate_items(items, origin)
