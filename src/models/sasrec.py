@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from shopformer.models.attention import TransformerEncoder
 from shopformer.models.base import SequenceRecommender
@@ -28,6 +28,7 @@ class SASRec(SequenceRecommender):
         activation: str = "relu",
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
+        tied_embeddings: bool = True,
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len = max_len
@@ -43,10 +44,13 @@ class SASRec(SequenceRecommender):
             attn_dropout=attn_dropout,
             activation=activation,
         )
+        # gSASRec found a separate output table converges faster; tied is the SASRec original.
+        self.output_items = None if tied_embeddings else nn.Embedding(n_items, dim, padding_idx=0)
         self.reset_parameters()
 
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
         return self.encoder(self.embed(item_ids, event_types, gap_buckets), item_ids)
 
     def item_vectors(self) -> Tensor:
-        return self.embed.items.weight[: self.n_items]
+        table = self.embed.items if self.output_items is None else self.output_items
+        return table.weight[: self.n_items]

@@ -87,3 +87,11 @@ def test_cheap_dropout_rate_and_scale():
     assert abs(float((y == 0).float().mean()) - 0.2) < 0.01
     assert abs(float(y.mean()) - 1.0) < 0.01
     assert torch.equal(Dropout(0.2).eval()(torch.ones(5)), torch.ones(5))
+
+
+def test_untied_output_table():
+    tied = SASRec(N_ITEMS, dim=8, max_len=MAX_LEN)
+    untied = SASRec(N_ITEMS, dim=8, max_len=MAX_LEN, tied_embeddings=False)
+    assert tied.item_vectors().data_ptr() == tied.embed.items.weight.data_ptr()
+    assert untied.item_vectors().data_ptr() != untied.embed.items.weight.data_ptr()
+    assert untied.item_vectors().shape == (N_ITEMS, 8) and (untied.item_vectors()[0] == 0).all()
