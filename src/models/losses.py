@@ -86,7 +86,10 @@ class _Buffers:
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """Mean softmax cross entropy over items 1..n-1, never holding more than one chunk of logits.
 
-    Forward keeps only the per-row logsumexp; backward recomputes each chunk's logits.
+    When gradients are needed, each chunk's ``softmax - onehot`` is turned into its share of
+    the gradients right away (the loss is a scalar mean, so only ``grad_out / N`` is left for
+    backward): one logits product and one exp pass per chunk instead of two of each with
+    recomputation in backward. Only [N, D] and [D, n_items] gradients are kept.
     """
 
     @staticmethod
@@ -95,47 +98,31 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         acc = torch.promote_types(dtype, torch.float32)
         n = hidden.shape[0]
+        need_h, need_e = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # Autocast is off in here: the dtypes are chosen explicitly (matmul in `dtype`, softmax in `acc`).
         with torch.autocast(hidden.device.type, enabled=False):
             h, real = hidden.to(dtype), items[1:].to(dtype)
             cols = (targets - 1).unsqueeze(1)
-            lse = torch.empty(n, dtype=acc, device=hidden.device)
             total = torch.zeros((), dtype=acc, device=hidden.device)
-            buf = _Buffers(min(chunk_size, n), real.shape[0], dtype, acc, hidden.device)
-            for start in range(0, n, chunk_size):
-                stop = min(start + chunk_size, n)
-                logits = buf.logits(h[start:stop], real)
-                total -= logits.gather(1, cols[start:stop]).sum()
-                top = logits.amax(dim=1, keepdim=True)
-                torch.sum(logits.sub_(top).exp_(), dim=1, out=lse[start:stop])
-                lse[start:stop].log_().add_(top.squeeze(1))
-                total += lse[start:stop].sum()
-        ctx.save_for_backward(hidden, items, targets, lse)
-        ctx.chunk_size, ctx.dtype = chunk_size, dtype
-        return total / max(n, 1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        hidden, items, targets, lse = ctx.saved_tensors
-        dtype, chunk_size = ctx.dtype, ctx.chunk_size
-        acc = lse.dtype
-        need_h, need_e = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        n = hidden.shape[0]
-        with torch.autocast(hidden.device.type, enabled=False):
-            h, real = hidden.to(dtype), items[1:].to(dtype)
+            rows = min(chunk_size, n)
+            buf = _Buffers(rows, real.shape[0], dtype, acc, hidden.device)
+            sums = torch.empty(rows, 1, dtype=acc, device=hidden.device)
+            minus_one = torch.full((rows, 1), -1.0, dtype=acc, device=hidden.device)
             grad_h = torch.empty(hidden.shape, dtype=dtype, device=hidden.device) if need_h else None
             # grad of items[1:], transposed: h.T @ probs is much faster than probs.T @ h on CPU.
             grad_e_t = (
                 torch.zeros(items.shape[1], real.shape[0], dtype=acc, device=items.device) if need_e else None
             )
-            cols = (targets - 1).unsqueeze(1)
-            buf = _Buffers(min(chunk_size, n), real.shape[0], dtype, acc, hidden.device)
-            minus_one = torch.full((min(chunk_size, n), 1), -1.0, dtype=acc, device=hidden.device)
             for start in range(0, n, chunk_size):
                 stop = min(start + chunk_size, n)
-                # softmax - onehot from the saved logsumexp; grad_out / N is applied once at the end.
-                probs = buf.logits(h[start:stop], real).sub_(lse[start:stop, None]).exp_()
+                logits = buf.logits(h[start:stop], real)
+                total -= logits.gather(1, cols[start:stop]).sum()
+                top = logits.amax(dim=1, keepdim=True)
+                chunk_sums = torch.sum(logits.sub_(top).exp_(), dim=1, keepdim=True, out=sums[: stop - start])
+                total += (chunk_sums.log() + top).sum()
+                if not (need_h or need_e):
+                    continue
+                probs = logits.div_(chunk_sums)
                 probs.scatter_add_(1, cols[start:stop], minus_one[: stop - start])
                 probs = buf.low(probs)
                 if need_h:
@@ -144,14 +131,24 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     grad_e_t.addmm_(h[start:stop].T, probs)
                 elif need_e:
                     grad_e_t += h[start:stop].T @ probs
-            scale = grad_out.to(acc) / max(n, 1)
-            if need_h:
-                grad_h = (grad_h.to(acc) * scale).to(hidden.dtype)
-            grad_e = None
-            if need_e:
-                grad_e = torch.zeros(items.shape, dtype=items.dtype, device=items.device)
-                grad_e[1:] = (grad_e_t * scale).T
-        return grad_h, grad_e, None, None, None
+        ctx.save_for_backward(grad_h, grad_e_t)
+        ctx.shapes = (hidden.dtype, items.dtype, items.shape, n)
+        return total / max(n, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grad_h, grad_e_t = ctx.saved_tensors
+        h_dtype, e_dtype, e_shape, n = ctx.shapes
+        acc = torch.promote_types(grad_out.dtype, torch.float32)
+        scale = grad_out.to(acc) / max(n, 1)
+        grad_hidden = grad_items = None
+        if grad_h is not None:
+            grad_hidden = (grad_h.to(acc) * scale).to(h_dtype)
+        if grad_e_t is not None:
+            grad_items = torch.zeros(e_shape, dtype=e_dtype, device=grad_e_t.device)
+            grad_items[1:] = (grad_e_t * scale).T
+        return grad_hidden, grad_items, None, None, None
 
 
 class FullCrossEntropy(NextItemLoss):
