@@ -159,7 +159,7 @@ class FullCrossEntropy(NextItemLoss):
     softmax in float32. On CPU, chunks that stay in cache (a few MB, e.g. 256 rows x 3.4k items) are fastest.
     """
 
-    def __init__(self, chunk_size: int = 2048):
+    def __init__(self, chunk_size: int = 512):
         super().__init__()
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
