@@ -39,6 +39,7 @@ def model_objective(cfg: DictConfig) -> str:
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Train and test as ``cfg`` says; returns the summary for the final JSON line (None off rank 0)."""
+    commit = git_commit()  # now: the tree may change while a long run trains
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -87,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
     if logger:
-        _finish_mlflow_run(logger, cfg, dm, ckpt)
+        _finish_mlflow_run(logger, cfg, dm, ckpt, commit)
     return summary
 
 
@@ -96,11 +97,11 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return getattr(callback, "best_model_path", None) or None
 
 
-def _finish_mlflow_run(logger, cfg: DictConfig, dm, ckpt: str | None) -> None:
+def _finish_mlflow_run(logger, cfg: DictConfig, dm, ckpt: str | None, commit: str) -> None:
     client, run_id = logger.experiment, logger.run_id
     client.set_tag(run_id, "dataset", dm.data.meta["name"])
     client.set_tag(run_id, "dataset_hash", dm.data.meta["config_hash"])
-    client.set_tag(run_id, "git_commit", git_commit())
+    client.set_tag(run_id, "git_commit", commit)
     client.set_tag(run_id, "model", cfg.model._target_.rsplit(".", 1)[-1])
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     client.log_dict(run_id, dm.data.meta["report"], "dataset_report.json")
