@@ -79,9 +79,7 @@ class RecommenderModule(L.LightningModule):
         self.last_metrics[split] = values
         # MLflow allows no '@' in metric names: ndcg@10 is logged as <split>/ndcg_10.
         logged = {f"{split}/{k.replace('@', '_')}": v for k, v in values.items() if k != "n"}
-        self.log_dict(logged, prog_bar=False)
-        if f"{split}/ndcg_10" in logged:
-            self.log(f"{split}_ndcg10", logged[f"{split}/ndcg_10"], prog_bar=True, logger=False)
+        self.log_dict(logged)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

@@ -48,8 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.module.get("exclude_seen"):  # the ranking needs each user's whole history
         OmegaConf.update(cfg, "datamodule.with_seen", True, force_add=True)
     dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup()
+    dm.setup()  # builds the processed dataset, or loads it from the cache
     model = build_model(cfg, dm)
     trainable = not isinstance(model, FittedBaseline)
     if not trainable:
