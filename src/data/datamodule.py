@@ -70,7 +70,7 @@ class SequenceDataModule(L.LightningDataModule):
     # -- Lightning hooks -------------------------------------------------
     def prepare_data(self) -> None:
         """Build the processed dataset once (rank 0) so that every rank loads it from cache."""
-        if self.cache_dir is not None:
+        if self.data is None and self.cache_dir is not None:
             load_or_build(self.spec, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
