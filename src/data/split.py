@@ -15,7 +15,6 @@ import pandas as pd
 from shopformer.data.schema import DataError
 
 TRAIN, VALID, TEST, CONTEXT = 0, 1, 2, 3
-ROLE_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test", CONTEXT: "context"}
 
 
 class Split:

@@ -17,8 +17,6 @@ import numpy as np
 import pandas as pd
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
-EVENT_COLUMNS: tuple[str, ...] = ("user_id", "session_id", "item_id", "timestamp", "event_type")
-ITEM_COLUMNS: tuple[str, ...] = ("item_id", "category", "price", "in_stock")
 ITEM_ID_OFFSET = 100_000
 USER_ID_OFFSET = 1
 SESSION_ID_OFFSET = 1
