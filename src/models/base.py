@@ -35,11 +35,23 @@ class SequenceRecommender(nn.Module):
     def item_vectors(self) -> Tensor:
         raise NotImplementedError
 
-    def reset_parameters(self) -> None:
-        """Xavier-normal for every matrix (as in the reference SASRec code), padding rows zeroed."""
+    def reset_parameters(self, init_std: float | None = None) -> None:
+        """Initialise every matrix, padding rows zeroed.
+
+        ``init_std=None``: Xavier-normal (the original SASRec code). A number: normal(0, std)
+        for matrices and zero biases (BERT / RecBole / the SASRec+CE study), which starts
+        each residual branch near zero.
+        """
         for name, param in self.named_parameters():
-            if param.dim() > 1 and param.requires_grad and "gru" not in name:
-                nn.init.xavier_normal_(param)
+            if not param.requires_grad or "gru" in name:
+                continue
+            if param.dim() > 1:
+                if init_std is None:
+                    nn.init.xavier_normal_(param)
+                else:
+                    nn.init.normal_(param, 0.0, init_std)
+            elif init_std is not None and name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(param)
         for module in self.modules():
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 with torch.no_grad():

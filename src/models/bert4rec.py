@@ -28,6 +28,7 @@ class BERT4Rec(SequenceRecommender):
         pre_norm: bool = False,
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
+        init_std: float | None = None,
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len, self.mask_id = max_len, n_items
@@ -42,7 +43,7 @@ class BERT4Rec(SequenceRecommender):
             pre_norm=pre_norm,
             attn_dropout=attn_dropout,
         )
-        self.reset_parameters()
+        self.reset_parameters(init_std)
 
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
         return self.encoder(self.embed(item_ids, event_types, gap_buckets), item_ids)

@@ -25,6 +25,7 @@ class GRU4Rec(SequenceRecommender):
         dropout: float = 0.1,
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
+        init_std: float | None = None,
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len = max_len
@@ -34,7 +35,7 @@ class GRU4Rec(SequenceRecommender):
         self.gru = nn.GRU(dim, hidden, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
         self.project = nn.Linear(hidden, dim)
         self.dropout = Dropout(dropout)
-        self.reset_parameters()
+        self.reset_parameters(init_std)
 
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
         x = self.embed(item_ids, event_types, gap_buckets)

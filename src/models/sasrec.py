@@ -29,6 +29,7 @@ class SASRec(SequenceRecommender):
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
         tied_embeddings: bool = True,
+        init_std: float | None = None,
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len = max_len
@@ -46,7 +47,7 @@ class SASRec(SequenceRecommender):
         )
         # gSASRec found a separate output table converges faster; tied is the SASRec original.
         self.output_items = None if tied_embeddings else nn.Embedding(n_items, dim, padding_idx=0)
-        self.reset_parameters()
+        self.reset_parameters(init_std)
 
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
         return self.encoder(self.embed(item_ids, event_types, gap_buckets), item_ids)
