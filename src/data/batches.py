@@ -195,6 +195,22 @@ class BucketBatchSampler(Sampler[list[int]]):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
+class ShortestFirstSampler(Sampler[int]):
+    """Indices ordered by length (stable): evaluation batches of similar length need less padding.
+
+    Evaluation metrics are sums over samples, so the order does not change them.
+    """
+
+    def __init__(self, lengths) -> None:
+        self.order = np.argsort(np.asarray(lengths), kind="stable")
+
+    def __iter__(self):
+        return iter(self.order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 def identity_collate(batch):
     """The datasets above already return whole batches."""
     return batch

@@ -13,6 +13,7 @@ from shopformer.data.batches import (
     EvalSet,
     MaskedItemTrainSet,
     NextItemTrainSet,
+    ShortestFirstSampler,
     TokenArrays,
     identity_collate,
 )
@@ -136,10 +137,23 @@ class SequenceDataModule(L.LightningDataModule):
         return counts
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.valid_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.test_set)
+
+    def _eval_loader(self, dataset: EvalSet) -> DataLoader:
+        if not self.length_bucketing:
+            return self._loader(dataset, self.eval_batch_size, shuffle=False)
+        # Shortest histories first (Lightning swaps in a DistributedSampler under DDP).
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            sampler=ShortestFirstSampler(dataset.lengths()),
+            collate_fn=identity_collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     # -- what models need to size themselves -----------------------------
     @property

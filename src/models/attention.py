@@ -38,19 +38,23 @@ class SelfAttentionBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout = Dropout(dropout)
 
-    def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
+    def _attend(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
         b, length, dim = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:  # keys and values from every position, the query from the last one
+            q, mask, length = q[:, :, -1:], mask[:, :, -1:], 1
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
         )
         return self.dropout(self.out(y.transpose(1, 2).reshape(b, length, dim)))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """[B, L, D] -> [B, L, D], or [B, 1, D] for the last position only (inference)."""
+        residual = x[:, -1:] if last_only else x
         if self.pre_norm:
-            x = x + self._attend(self.norm1(x), mask)
+            x = residual + self._attend(self.norm1(x), mask, last_only)
             return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self._attend(x, mask))
+        x = self.norm1(residual + self._attend(x, mask, last_only))
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
@@ -91,10 +95,19 @@ class TransformerEncoder(nn.Module):
         )
         self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
 
-    def forward(self, x: Tensor, item_ids: Tensor) -> Tensor:
+    def forward(self, x: Tensor, item_ids: Tensor, last_only: bool = False) -> Tensor:
+        """Hidden states [B, L, D]; with ``last_only`` just the last position's, [B, 1, D].
+
+        The last block then computes its attention and feed-forward for one query per row:
+        the same numbers as ``forward(...)[:, -1:]`` at a fraction of the cost.
+        """
         mask = attention_mask(item_ids, self.causal)
         keep = (item_ids != 0).unsqueeze(-1).to(x.dtype)
         x = x * keep
-        for block in self.blocks:
-            x = block(x, mask) * keep
+        for i, block in enumerate(self.blocks):
+            if last_only and i == len(self.blocks) - 1:
+                keep = keep[:, -1:]
+                x = block(x, mask, last_only=True) * keep
+            else:
+                x = block(x, mask) * keep
         return self.final_norm(x)

@@ -53,7 +53,8 @@ class BERT4Rec(SequenceRecommender):
         item_ids = _append(item_ids[:, -keep:], self.mask_id)
         event_types = None if event_types is None else _append(event_types[:, -keep:], 0)
         gap_buckets = None if gap_buckets is None else _append(gap_buckets[:, -keep:], 0)
-        return self.forward(item_ids, event_types, gap_buckets)[:, -1]
+        x = self.embed(item_ids, event_types, gap_buckets)
+        return self.encoder(x, item_ids, last_only=True)[:, -1]
 
     def item_vectors(self) -> Tensor:
         return self.embed.items.weight[: self.n_items]

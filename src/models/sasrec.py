@@ -52,6 +52,10 @@ class SASRec(SequenceRecommender):
     def forward(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
         return self.encoder(self.embed(item_ids, event_types, gap_buckets), item_ids)
 
+    def encode(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
+        x = self.embed(item_ids, event_types, gap_buckets)
+        return self.encoder(x, item_ids, last_only=True)[:, -1]
+
     def item_vectors(self) -> Tensor:
         table = self.embed.items if self.output_items is None else self.output_items
         return table.weight[: self.n_items]

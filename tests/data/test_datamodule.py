@@ -109,3 +109,14 @@ def test_gap_buckets_refused_without_timestamps():
 def test_bad_options_fail_early(spec):
     with pytest.raises(DataError, match="objective"):
         SequenceDataModule(spec, objective="autoregressive")
+
+
+def test_bucketed_eval_batches_cover_every_target_once_shortest_first(spec):
+    dm = module(spec, max_len=50, eval_batch_size=32, length_bucketing=True)
+    plain = module(spec, max_len=50, eval_batch_size=32, length_bucketing=False)
+    batches = list(dm.test_dataloader())
+    widths = [b["item_ids"].shape[1] for b in batches]
+    assert widths == sorted(widths) and widths[0] < widths[-1]  # trimmed, shortest first
+    got = np.sort(np.concatenate([b["position"].numpy() for b in batches]))
+    want = np.sort(np.concatenate([b["position"].numpy() for b in plain.test_dataloader()]))
+    np.testing.assert_array_equal(got, want)

@@ -95,3 +95,18 @@ def test_untied_output_table():
     assert tied.item_vectors().data_ptr() == tied.embed.items.weight.data_ptr()
     assert untied.item_vectors().data_ptr() != untied.embed.items.weight.data_ptr()
     assert untied.item_vectors().shape == (N_ITEMS, 8) and (untied.item_vectors()[0] == 0).all()
+
+
+@pytest.mark.parametrize("cls", [SASRec, BERT4Rec])
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_encode_last_position_only_equals_full_forward(cls, pre_norm):
+    torch.manual_seed(0)
+    model = cls(n_items=50, dim=16, max_len=12, n_blocks=2, heads=2, pre_norm=pre_norm).eval()
+    items = torch.randint(1, 50, (5, 9))
+    items[0, :4] = 0  # left padding
+    with torch.no_grad():
+        fast = model.encode(items)
+        if cls is BERT4Rec:
+            items = torch.cat([items, torch.full((5, 1), model.mask_id)], dim=1)
+        full = model(items)[:, -1]
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
