@@ -405,7 +405,7 @@ def _query_output(session: ort.InferenceSession) -> str:
 
 def _read_index(bundle: BundleFiles, override: Mapping[str, Any] | None) -> faiss.Index:
     spec = bundle.manifest.get("index") or {}
-    params = {k: v for k, v in (spec.get("params") or {}).items() if k in SEARCH_PARAMETERS}
+    params = {k: v for k, v in (spec.get("params") or {}).items() if k in SEARCH_PARAMETERS and v is not None}
     params.update(override or {})
     try:
         index = read_index(bundle.directory / INDEX, params)

@@ -7,6 +7,9 @@ import pytest
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.recommender import Recommender
 
+# MLflow's sqlite store warns about a SQLAlchemy loader option it uses; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
+
 
 @pytest.fixture(scope="module")
 def logged_bundle(bundle, tmp_path_factory):

@@ -1,0 +1,195 @@
+"""The HTTP API (FastAPI): recommend, batch, similar items, health, metadata, metrics, reload.
+
+Every bad request is answered 4xx with ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``
+naming the field; anything unexpected is logged and answered 500 as JSON. Endpoints are plain
+``def`` functions, so FastAPI runs them in its thread pool (onnxruntime and FAISS release the GIL).
+
+``POST /admin/reload`` loads the new bundle completely, then swaps one reference: requests already
+running finish on the model they started with. It needs ``Authorization: Bearer <token>`` with the
+token from ``SHOPFORMER_ADMIN_TOKEN`` (read when the app is created); without a token it is off (403).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from shopformer import __version__
+from shopformer.serve.bundle import BundleError
+from shopformer.serve.metrics import MetricsMiddleware, ServingMetrics
+from shopformer.serve.recommender import Recommendation, Recommender
+from shopformer.serve.rules import RequestError
+from shopformer.serve.schemas import (
+    RecommendBatchIn,
+    RecommendBatchOut,
+    RecommendIn,
+    RecommendOut,
+    ReloadIn,
+    SimilarIn,
+)
+
+ADMIN_TOKEN_ENV = "SHOPFORMER_ADMIN_TOKEN"
+log = logging.getLogger("shopformer.serve")
+
+
+class ModelSlot:
+    """The recommender being served; replaced whole (one reference assignment) on reload."""
+
+    def __init__(self, recommender: Recommender, load_options: Mapping[str, Any]) -> None:
+        self.current = recommender
+        self.load_options = dict(load_options)
+        self.reloading = threading.Lock()
+
+
+def create_app(
+    recommender_or_source: Recommender | str | os.PathLike,
+    *,
+    admin_token: str | None = None,
+    threads: int = 1,
+    faiss_threads: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+) -> FastAPI:
+    """The app serving a :class:`Recommender` or the bundle at a source (directory or MLflow URI).
+
+    ``admin_token`` defaults to ``$SHOPFORMER_ADMIN_TOKEN``; empty or unset disables reload.
+    The thread and cache options also apply to bundles loaded by reload.
+    """
+    options = {"threads": threads, "faiss_threads": faiss_threads, "cache_dir": cache_dir}
+    recommender = recommender_or_source
+    if not isinstance(recommender, Recommender):
+        recommender = Recommender.load(recommender, **options)
+    token = os.environ.get(ADMIN_TOKEN_ENV, "") if admin_token is None else admin_token
+    slot, metrics = ModelSlot(recommender, options), ServingMetrics()
+    metrics.serving(recommender.name, recommender.version)
+
+    app = FastAPI(
+        title="shopformer",
+        version=__version__,
+        description="Session-based recommendations from an exported shopformer bundle.",
+    )
+    app.state.slot, app.state.metrics = slot, metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _add_error_handlers(app)
+    _add_model_routes(app, slot, metrics)
+    _add_admin_routes(app, slot, metrics, token)
+    return app
+
+
+def _add_model_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics) -> None:
+    @app.post("/recommend", response_model=RecommendOut, tags=["recommend"])
+    def recommend(body: RecommendIn) -> Response:
+        """Top-k items for one session's history."""
+        rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
+        (result,) = _answer(rec, [body], prefix=())
+        metrics.unknown_items.inc(len(result.unknown_items))
+        return JSONResponse(_result(result, rec))
+
+    @app.post("/recommend/batch", response_model=RecommendBatchOut, tags=["recommend"])
+    def recommend_batch(body: RecommendBatchIn) -> Response:
+        """Many sessions at once: one encoder run and one index search for all of them."""
+        rec = slot.current
+        results = _answer(rec, body.requests, prefix=("requests",))
+        metrics.unknown_items.inc(sum(len(r.unknown_items) for r in results))
+        return JSONResponse({"results": [_result(r, rec) for r in results]})
+
+    @app.post("/similar", response_model=RecommendOut, tags=["recommend"])
+    def similar(body: SimilarIn) -> Response:
+        """Items closest to one item (item-to-item), the item itself excluded."""
+        rec = slot.current
+        filters = body.filters.as_filters() if body.filters else None
+        try:
+            result = rec.similar(body.item_id, k=body.k, filters=filters)
+        except RequestError as exc:
+            raise _unprocessable(exc, ()) from None
+        metrics.unknown_items.inc(len(result.unknown_items))
+        return JSONResponse(_result(result, rec))
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        rec = slot.current
+        return {"status": "ok", "model": _model(rec), "n_items": rec.n_items}
+
+    @app.get("/metadata", tags=["service"])
+    def metadata() -> dict[str, Any]:
+        """The bundle's manifest (model, metrics, index, file hashes), its source and attributes."""
+        return slot.current.metadata()
+
+    @app.get("/metrics", tags=["service"])
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def _add_admin_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, token: str) -> None:
+    def require_admin(authorization: str | None = Header(None)) -> None:
+        if not token:
+            raise HTTPException(403, f"admin endpoints are disabled: set {ADMIN_TOKEN_ENV} to enable them")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/admin/reload", dependencies=[Depends(require_admin)], tags=["admin"])
+    def reload(body: ReloadIn) -> dict[str, Any]:
+        """Load another bundle completely, then swap it in; running requests finish on the old one."""
+        if not slot.reloading.acquire(blocking=False):
+            raise HTTPException(409, "another reload is in progress")
+        try:
+            new = Recommender.load(body.source, **slot.load_options)
+        except BundleError as exc:
+            metrics.reloads.labels(result="refused").inc()
+            log.warning("reload refused: %s", exc)
+            raise _unprocessable(RequestError("source", str(exc)), ()) from None
+        finally:
+            slot.reloading.release()
+        previous, slot.current = slot.current, new
+        metrics.reloads.labels(result="ok").inc()
+        metrics.serving(new.name, new.version)
+        log.info("serving %s %s from %s", new.name, new.version, new.source)
+        return {"model": _model(new), "previous": _model(previous), "source": new.source}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the whole input back; a 1000-item batch is not worth repeating.
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        message = f"internal error ({type(exc).__name__}); it has been logged"
+        return JSONResponse({"detail": message}, status_code=500)
+
+
+def _answer(rec: Recommender, bodies: list[RecommendIn], prefix: tuple) -> list[Recommendation]:
+    try:
+        results = rec.recommend_batch([b.as_session() for b in bodies])
+    except RequestError as exc:
+        loc = exc.loc if prefix else exc.loc[1:]  # a single request has no batch position
+        raise _unprocessable(RequestError(loc, exc.message), prefix) from None
+    return results
+
+
+def _unprocessable(exc: RequestError, prefix: tuple) -> HTTPException:
+    detail = [{"loc": ["body", *prefix, *exc.loc], "msg": exc.message, "type": "value_error"}]
+    return HTTPException(422, detail)
+
+
+def _result(result: Recommendation, rec: Recommender) -> dict[str, Any]:
+    return {
+        "items": [{"item_id": item, "score": score} for item, score in result.items],
+        "unknown_items": result.unknown_items,
+        "model": _model(rec),
+    }
+
+
+def _model(rec: Recommender) -> dict[str, str]:
+    return {"name": rec.name, "version": rec.version}

@@ -1,0 +1,190 @@
+"""Console scripts ``shopformer-serve`` and ``shopformer-recommend`` (``key=value`` arguments, no Hydra).
+
+    shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
+    shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
+
+Errors a user can fix (missing file or column, bad bundle, bad argument) print one line on stderr
+and exit with status 2; set ``SHOPFORMER_DEBUG=1`` for a traceback of unexpected ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from shopformer.serve.batch import (
+    InputError,
+    progress_bar,
+    read_sessions,
+    score_sessions,
+    write_recommendations,
+)
+from shopformer.serve.bundle import BundleError
+from shopformer.serve.rules import RequestError
+
+USAGE_ERROR = 2
+
+SERVE_ARGS = {
+    "bundle": (str, None),  # None: required
+    "host": (str, "127.0.0.1"),
+    "port": (int, 8000),
+    "threads": (int, 1),
+    "faiss_threads": (int, 1),
+    "cache_dir": (str, ""),
+    "log_level": (str, "info"),
+}
+RECOMMEND_ARGS = {
+    "bundle": (str, None),
+    "input": (str, None),
+    "output": (str, None),
+    "k": (int, 10),
+    "batch_size": (int, 256),
+    "exclude_seen": (bool, True),
+    "threads": (int, 1),
+    "faiss_threads": (int, 1),
+    "cache_dir": (str, ""),
+}
+
+
+class UsageError(ValueError):
+    """A command line that cannot be run."""
+
+
+def parse_args(argv: Sequence[str], spec: dict[str, tuple[type, Any]], prog: str) -> dict[str, Any]:
+    """``key=value`` arguments typed by ``spec`` (name -> (type, default; None = required))."""
+    values: dict[str, Any] = {}
+    for arg in argv:
+        name, sep, raw = arg.removeprefix("--").partition("=")
+        if not sep or not name:
+            raise UsageError(f"argument {arg!r} is not key=value; {usage(prog, spec)}")
+        if name not in spec:
+            raise UsageError(f"unknown argument {name!r}; {usage(prog, spec)}")
+        values[name] = _typed(name, raw, spec[name][0])
+    missing = [name for name, (_, default) in spec.items() if default is None and name not in values]
+    if missing:
+        raise UsageError(f"missing {', '.join(f'{m}=...' for m in missing)}; {usage(prog, spec)}")
+    return {name: values.get(name, default) for name, (_, default) in spec.items()}
+
+
+def usage(prog: str, spec: dict[str, tuple[type, Any]]) -> str:
+    parts = [
+        f"{n}=..." if d is None else f"[{n}={str(d).lower() if d is True else d}]"
+        for n, (_, d) in spec.items()
+    ]
+    return f"usage: {prog} {' '.join(parts)}"
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """``shopformer-serve``: load the bundle, then answer HTTP on host:port (loopback by default)."""
+    return _run("shopformer-serve", SERVE_ARGS, _serve, argv)
+
+
+def recommend_main(argv: Sequence[str] | None = None) -> int:
+    """``shopformer-recommend``: score every session of a Parquet file into a Parquet file."""
+    return _run("shopformer-recommend", RECOMMEND_ARGS, _recommend, argv)
+
+
+def _serve(args: dict[str, Any]) -> None:
+    import uvicorn
+
+    from shopformer.serve.app import create_app
+
+    app = create_app(
+        args["bundle"],
+        threads=args["threads"],
+        faiss_threads=args["faiss_threads"],
+        cache_dir=args["cache_dir"] or None,
+    )
+    rec = app.state.slot.current
+    print(
+        f"serving {rec.name} {rec.version} ({rec.n_items - 1} items) on http://{args['host']}:{args['port']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args["host"], port=args["port"], log_level=args["log_level"])
+
+
+def _recommend(args: dict[str, Any]) -> None:
+    from shopformer.serve.recommender import Recommender
+
+    if args["k"] < 1 or args["batch_size"] < 1:
+        raise UsageError(
+            f"k and batch_size must be positive, got k={args['k']} batch_size={args['batch_size']}"
+        )
+    table = read_sessions(args["input"])
+    rec = Recommender.load(
+        args["bundle"],
+        threads=args["threads"],
+        faiss_threads=args["faiss_threads"],
+        cache_dir=args["cache_dir"] or None,
+    )
+    advance, close = progress_bar(len(table))
+    try:
+        frame, report = score_sessions(
+            rec,
+            table,
+            k=args["k"],
+            batch_size=args["batch_size"],
+            exclude_seen=args["exclude_seen"],
+            progress=advance,
+        )
+    except InputError as exc:
+        raise InputError(f"input {args['input']}: {exc}") from None
+    finally:
+        close()
+    write_recommendations(frame, args["output"])
+    print(
+        f"{report.sessions} sessions -> {report.rows} rows in {args['output']} "
+        f"({report.with_unknown} with unknown items, {report.unanswered} with no known item) "
+        f"in {report.seconds:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def _run(prog: str, spec: dict[str, tuple[type, Any]], body: Callable[[dict[str, Any]], None], argv) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(usage(prog, spec) + "\n\n" + (__doc__ or ""))
+        return 0
+    try:
+        body(parse_args(argv, spec, prog))
+    except (UsageError, InputError, BundleError, RequestError, OSError, pa.ArrowException) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # anything else: still one line unless asked for the traceback
+        if os.environ.get("SHOPFORMER_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"{prog}: unexpected error: {type(exc).__name__}: {_one_line(exc)} "
+            "(set SHOPFORMER_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _typed(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise UsageError(f"{name}={raw!r}: expected true or false")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise UsageError(f"{name}={raw!r}: expected an integer") from None
+    return raw
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -1,0 +1,104 @@
+"""Request and response bodies of the HTTP API, with the limits every request is held to."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+MAX_HISTORY = 1000  # items per session (the encoder keeps the most recent max_len of them)
+MAX_K = 1000
+MAX_BATCH = 1024
+MAX_LIST = 10_000  # entries of a filter list or boost map
+MAX_NAME = 256  # characters of a raw id, category or event type
+
+RawId = StrictInt | Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME)]
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FiltersIn(_Body):
+    """Business rules (see ``shopformer.serve.rules``); boosts add to the score."""
+
+    in_stock: StrictBool | None = Field(None, description="true: only items whose in_stock is true")
+    categories: list[Name | StrictInt] | None = Field(None, max_length=MAX_LIST, description="only these")
+    exclude_categories: list[Name | StrictInt] | None = Field(None, max_length=MAX_LIST)
+    min_price: Number | None = Field(None, description="inclusive; items without a price are excluded")
+    max_price: Number | None = None
+    exclude_items: list[RawId] | None = Field(None, max_length=MAX_LIST, description="raw ids never returned")
+    boosts: dict[Name, Number] | None = Field(
+        None, max_length=MAX_LIST, description="boolean item attribute -> added to the score when true"
+    )
+    boost_items: dict[Name, Number] | None = Field(
+        None, max_length=MAX_LIST, description="raw item id -> added to its score"
+    )
+
+    def as_filters(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class RecommendIn(_Body):
+    """One session; event_types / timestamps, when given, have one entry per item."""
+
+    items: list[RawId] = Field(
+        min_length=1, max_length=MAX_HISTORY, description="raw item ids of the session, oldest first"
+    )
+    event_types: list[Name] | None = Field(
+        None, max_length=MAX_HISTORY, description="one event type name per item (default: view)"
+    )
+    timestamps: list[StrictInt] | None = Field(
+        None, max_length=MAX_HISTORY, description="unix seconds per item (needed if the model uses time gaps)"
+    )
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    exclude_seen: StrictBool = True
+    filters: FiltersIn | None = None
+
+    def as_session(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "event_types": self.event_types,
+            "timestamps": self.timestamps,
+            "k": self.k,
+            "exclude_seen": self.exclude_seen,
+            "filters": self.filters.as_filters() if self.filters else None,
+        }
+
+
+class RecommendBatchIn(_Body):
+    requests: list[RecommendIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class SimilarIn(_Body):
+    item_id: RawId
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    filters: FiltersIn | None = None
+
+
+class ReloadIn(_Body):
+    source: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(
+        description="bundle directory, runs:/<run_id>/<path> or models:/<name>/<version|@alias>"
+    )
+
+
+class ItemScore(BaseModel):
+    item_id: int | str
+    score: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class RecommendOut(BaseModel):
+    items: list[ItemScore]
+    unknown_items: list[int | str]
+    model: ModelRef
+
+
+class RecommendBatchOut(BaseModel):
+    results: list[RecommendOut]
