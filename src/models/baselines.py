@@ -80,11 +80,12 @@ class Transition(FittedBaseline):
         return self
 
     def encode(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
-        q = torch.zeros(item_ids.shape[0], self.n_items + 1, dtype=self.table.dtype, device=item_ids.device)
-        q[torch.arange(len(q), device=item_ids.device), item_ids[:, -1]] = 1.0
-        q[:, 0] = 0.0  # an empty history has no last item
-        q[:, -1] = 1.0
-        return q
+        # Written with comparisons and concatenation (no in-place indexing): exports to ONNX with a
+        # dynamic batch. Column 0 stays zero: an empty history has no last item.
+        items = torch.arange(1, self.n_items, device=item_ids.device)
+        hot = (item_ids[:, -1:] == items).to(self.table.dtype)
+        edge = torch.ones_like(hot[:, :1])
+        return torch.cat([edge * 0.0, hot, edge], dim=1)
 
     def item_vectors(self) -> Tensor:
         return self.table
