@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from shopformer.data.schema import DataError
+from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule
 from shopformer.train.module import RecommenderModule
-from shopformer.train.train import build_model, model_objective
 
 PROTOCOLS = {"all_items": False, "exclude_seen": True}
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A shopformer checkpoint (no pickled objects: ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path.resolve()}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise DataError(f"{path}: cannot be loaded without unpickling objects ({first})") from None
-    if not checkpoint.get("shopformer_config"):
-        raise DataError(f"{path}: not a shopformer checkpoint (no 'shopformer_config' in it)")
-    return checkpoint
 
 
 def evaluate(
@@ -47,18 +31,13 @@ def evaluate(
     if split not in ("test", "valid"):
         raise DataError(f"split must be 'test' or 'valid', got {split!r}")
     checkpoint = load_checkpoint(ckpt)
-    cfg = OmegaConf.create(checkpoint["shopformer_config"])
-    OmegaConf.update(cfg, "datamodule.objective", model_objective(cfg), force_add=True)
+    cfg = checkpoint_config(checkpoint)
     OmegaConf.update(cfg, "datamodule.with_seen", "exclude_seen" in protocols, force_add=True)
     if cache_dir:
         cfg.paths.cache_dir = cache_dir
     dm = build_datamodule(cfg)
     dm.setup()
-    model = build_model(cfg, dm)
-    state = {
-        k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()
-    }
-    model.load_state_dict(state)
+    model = restore_model(checkpoint, cfg, dm)
     results: dict[str, Any] = {"checkpoint": str(ckpt), "split": split, "dataset": cfg.data.name}
     trainer = L.Trainer(
         accelerator=accelerator,

@@ -90,6 +90,7 @@ class RecommenderModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
         checkpoint["shopformer_config"] = getattr(self, "shopformer_config", None)
+        checkpoint["shopformer_git_commit"] = getattr(self, "shopformer_git_commit", None)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -1,0 +1,62 @@
+"""A shopformer checkpoint loaded back into its model (``shopformer-eval``, ``shopformer-export``)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from shopformer.data.schema import DataError
+from shopformer.models.base import SequenceRecommender
+from shopformer.train.config import build_model, model_objective
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A shopformer checkpoint (no pickled objects: ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path.resolve()}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"{path}: cannot be loaded without unpickling objects ({first})") from None
+    if not isinstance(checkpoint, dict) or not checkpoint.get("shopformer_config"):
+        raise DataError(f"{path}: not a shopformer checkpoint (no 'shopformer_config' in it)")
+    return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any]) -> DictConfig:
+    """The run config stored in the checkpoint, with the datamodule objective of its model."""
+    cfg = OmegaConf.create(checkpoint["shopformer_config"])
+    OmegaConf.update(cfg, "datamodule.objective", model_objective(cfg), force_add=True)
+    return cfg
+
+
+def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's weights: the module's ``model.`` prefix and torch.compile's ``_orig_mod.`` removed."""
+    return {
+        key.removeprefix("model.").replace("_orig_mod.", ""): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.")
+    }
+
+
+def restore_model(checkpoint: dict[str, Any], cfg: DictConfig, dm) -> SequenceRecommender:
+    """The checkpoint's model, built for the datamodule ``dm`` (set up) and loaded with its weights."""
+    model = build_model(cfg, dm)
+    model.load_state_dict(model_state(checkpoint))
+    return model.eval()
+
+
+def best_score(checkpoint: dict[str, Any]) -> dict[str, float]:
+    """``{monitor: best score}`` recorded by the checkpoint's ModelCheckpoint callback, if any."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if "ModelCheckpoint" in str(key) and isinstance(state, dict):
+            monitor, score = state.get("monitor"), state.get("best_model_score")
+            if monitor and score is not None:
+                return {str(monitor): round(float(score), 6)}
+    return {}
