@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 
+from shopformer.serve.bundle import read_manifest, write_manifest
+
+if TYPE_CHECKING:  # mlflow costs ~1.3 s to import; only runs that log need it
+    from mlflow import MlflowClient
+
 DEFAULT_STORE = Path("mlflow")
+BUNDLE_ARTIFACT = "bundle"
 
 
 def default_tracking_uri() -> str:
@@ -56,3 +63,57 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def publish_bundle(
+    client: MlflowClient,
+    run_id: str,
+    directory: str | os.PathLike,
+    *,
+    register: bool = True,
+    name: str | None = None,
+    alias: str | None = None,
+) -> dict[str, Any] | None:
+    """Log ``directory`` as the run artifact ``bundle``; with ``register``, a model version of it.
+
+    The version's source is ``runs:/<run_id>/bundle``, so ``models:/<name>/<version>`` (and
+    ``models:/<name>@<alias>``) download the bundle directory itself. The version is created
+    first and written into the manifest (name and version) before the upload; if the upload
+    fails, the version is deleted again. Returns ``{name, version, uri, alias}`` or None.
+    """
+    source = f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
+    version = _create_version(client, name, source, run_id) if register else None
+    try:
+        if version is not None:
+            manifest = read_manifest(directory)
+            write_manifest(directory, {**manifest, "name": name, "version": str(version.version)})
+        client.log_artifacts(run_id, str(directory), BUNDLE_ARTIFACT)
+    except BaseException:
+        if version is not None:
+            client.delete_model_version(name, version.version)
+        raise
+    client.set_tag(run_id, "bundle", source)
+    if version is None:
+        return None
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    client.set_tag(run_id, "registered_model", f"{name}/{version.version}")
+    return {
+        "name": name,
+        "version": str(version.version),
+        "uri": f"models:/{name}/{version.version}",
+        "alias": alias,
+    }
+
+
+def _create_version(client: MlflowClient, name: str | None, source: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    if not name:
+        raise ValueError("registering a bundle needs a registered model name")
+    try:
+        client.create_registered_model(name, description="shopformer serving bundles (src/serve/bundle.py)")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return client.create_model_version(name, source, run_id=run_id)

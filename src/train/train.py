@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from shopformer.data.schema import DataError
 from shopformer.data.split import TRAIN
 from shopformer.models.baselines import FittedBaseline
-from shopformer.train.config import CONF_DIR, build_datamodule
+from shopformer.serve.index import IndexConfigError
+from shopformer.train.checkpoint import load_checkpoint, restore_model
+from shopformer.train.config import CONF_DIR, build_datamodule, build_model, model_objective
+from shopformer.train.export import ExportError, check_index_spec, default_name, export_run
 from shopformer.train.module import RecommenderModule
-from shopformer.train.tracking import git_commit
-
-
-def build_model(cfg: DictConfig, dm) -> torch.nn.Module:
-    """The model of ``cfg.model``, sized by the datamodule (items, max length, channels)."""
-    return instantiate(
-        cfg.model,
-        n_items=dm.n_items,
-        max_len=cfg.datamodule.max_len,
-        n_event_types=dm.n_event_types if cfg.features.event_types else 0,
-        n_gap_buckets=dm.n_gap_buckets if cfg.datamodule.gap_buckets else 0,
-    )
-
-
-def model_objective(cfg: DictConfig) -> str:
-    return getattr(get_class(cfg.model._target_), "objective", "next_item")
+from shopformer.train.tracking import git_commit, publish_bundle
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
@@ -50,6 +40,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     dm = build_datamodule(cfg)
     dm.setup()  # builds the processed dataset, or loads it from the cache
     model = build_model(cfg, dm)
+    if cfg.get("export", True):  # a bad index spec fails now, not after training
+        check_index_spec(cfg.index.factory, cfg.index.params, model.dim, dm.n_items)
     trainable = not isinstance(model, FittedBaseline)
     if not trainable:
         ds = dm.data
@@ -59,6 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     loss = instantiate(cfg.loss) if trainable else None
     module = RecommenderModule(model, loss, **OmegaConf.to_container(cfg.module, resolve=True))
     module.shopformer_config = OmegaConf.to_container(cfg, resolve=True)
+    module.shopformer_git_commit = commit
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if trainable else []
@@ -88,12 +81,47 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     }
     if logger:
         _finish_mlflow_run(logger, cfg, dm, ckpt, commit)
+    if cfg.get("export", True):
+        summary.update(_export(cfg, dm, ckpt, trainer, logger, commit))
     return summary
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     return getattr(callback, "best_model_path", None) or None
+
+
+def _export(cfg: DictConfig, dm, ckpt: str, trainer: L.Trainer, logger, commit: str) -> dict[str, Any]:
+    """The bundle of the checkpoint's weights in ``<run dir>/bundle``; logged and registered in MLflow."""
+    run_id = getattr(logger, "run_id", None) if logger else None
+    metrics = {
+        f"test/{k.replace('@', '_')}": v
+        for k, v in trainer.lightning_module.last_metrics.get("test", {}).items()
+    }
+    model = restore_model(load_checkpoint(ckpt), cfg, dm)
+    bundle = export_run(
+        model,
+        cfg,
+        dm,
+        Path(trainer.default_root_dir) / "bundle",
+        version=run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        metrics={k: v for k, v in metrics.items() if k != "test/n"},
+        commit=commit,
+        overwrite=True,  # a rerun in the same directory
+        extra={"run_id": run_id} if run_id else None,
+    )
+    out: dict[str, Any] = {"bundle": str(bundle)}
+    if logger:
+        registry = cfg.get("registry") or {}
+        out["registered_model"] = publish_bundle(
+            logger.experiment,
+            run_id,
+            bundle,
+            register=bool(registry.get("register", True)),
+            name=default_name(cfg),
+            alias=registry.get("alias"),
+        )
+    return out
 
 
 def _finish_mlflow_run(logger, cfg: DictConfig, dm, ckpt: str | None, commit: str) -> None:
@@ -123,7 +151,7 @@ def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         summary = run(cfg)
-    except (DataError, InstantiationException) as exc:
+    except (DataError, ExportError, IndexConfigError, InstantiationException) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
     if summary is not None:

@@ -1,8 +1,12 @@
-"""One MLflow sqlite store per test session (a new database costs seconds of migrations)."""
+"""One MLflow sqlite store per test session (a new database costs seconds of migrations), and one
+tracked SASRec run (with its exported, registered bundle) shared by the training and export tests."""
 
 from __future__ import annotations
 
 import pytest
+
+from shopformer.train.train import run
+from tests.train.runs import compose_train
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +18,10 @@ def mlflow_store(tmp_path_factory):
     mp.setenv("SHOPFORMER_MLFLOW_ARTIFACTS", str(root / "artifacts"))
     yield uri
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def sasrec_run(tmp_path_factory, mlflow_store):
+    tmp_path = tmp_path_factory.mktemp("sasrec")
+    cfg = compose_train(tmp_path, "model.dim=16", "export=true", "registry.alias=champion")
+    return run(cfg), tmp_path

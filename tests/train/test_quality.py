@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shopformer.train.train import run
-from tests.train.test_train import compose_train
+from tests.train.runs import compose_train
 
 
 @pytest.mark.slow

@@ -5,37 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 import mlflow
-from shopformer.train.config import CONF_DIR
 from shopformer.train.evaluate import evaluate
 from shopformer.train.train import run
-
-SMALL = [
-    "data.source.n_users=400",
-    "data.source.n_items=150",
-    "datamodule.max_len=20",
-    "datamodule.batch_size=64",
-    "trainer.max_epochs=2",
-]
-
-
-def compose_train(tmp_path, *overrides: str):
-    # Outside @hydra.main ${hydra:runtime.output_dir} has no value: pin the output paths.
-    pinned = [
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"trainer.default_root_dir={tmp_path / 'run'}",
-        f"callbacks.model_checkpoint.dirpath={tmp_path / 'run' / 'checkpoints'}",
-    ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[*pinned, *SMALL, *overrides])
-
-
-@pytest.fixture(scope="module")
-def sasrec_run(tmp_path_factory, mlflow_store):
-    tmp_path = tmp_path_factory.mktemp("sasrec")
-    return run(compose_train(tmp_path, "model.dim=16")), tmp_path
+from tests.train.runs import compose_train
 
 
 def test_summary_line_and_checkpoint(sasrec_run):
