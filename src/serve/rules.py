@@ -73,13 +73,13 @@ class ItemAttributes:
         self.flags: dict[str, np.ndarray] = {}  # boolean columns (missing -> False)
         self.price: np.ndarray | None = None
         self.category: np.ndarray | None = None  # int32 codes, -1 = missing
-        self.categories: pd.Index | None = None
+        self.categories: dict[str, int] = {}  # category name -> code
         for name in vocab.columns.drop(["item", "item_id"], errors="ignore"):
             column = vocab[name]
             if name == CATEGORY:
                 codes, uniques = pd.factorize(column.astype("string"), use_na_sentinel=True)
                 self.category = _padded(codes.astype(np.int32), -1)
-                self.categories = pd.Index(uniques.astype(str))
+                self.categories = {str(name): code for code, name in enumerate(uniques)}
             elif name == PRICE and _is_number(column):
                 self.price = _padded(column.to_numpy(dtype=np.float64, na_value=np.nan), np.nan)
             elif pd.api.types.is_bool_dtype(column) or _is_boolean_object(column):
@@ -271,11 +271,9 @@ def _is_boolean_object(column: pd.Series) -> bool:
 
 
 def _codes(attrs: ItemAttributes, categories: Iterable) -> np.ndarray:
-    wanted = [str(c) for c in categories]
-    if attrs.categories is None or not wanted:
-        return np.empty(0, dtype=np.int32)
-    codes = attrs.categories.get_indexer(wanted)
-    return codes[codes >= 0].astype(np.int32)  # a category absent from the catalogue matches nothing
+    # a category absent from the catalogue matches nothing
+    codes = [attrs.categories[str(c)] for c in categories if str(c) in attrs.categories]
+    return np.asarray(codes, dtype=np.int32)
 
 
 def _missing(key: str, column: str, attrs: ItemAttributes) -> FilterError:
