@@ -38,6 +38,7 @@ ITEM_IDS, EVENT_TYPES, GAP_BUCKETS = "item_ids", "event_types", "gap_buckets"
 ENCODER_INPUTS = (ITEM_IDS, EVENT_TYPES, GAP_BUCKETS)
 DEFAULT_EVENT_TYPE = "view"  # what the data schema assumes when events carry no type
 MLFLOW_SCHEMES = ("runs:/", "models:/")
+PROJECT_STORE = "mlflow/mlflow.db"  # training's default tracking store, relative to the working directory
 WIDEN = 4  # growth factor of the candidate list when rules leave fewer than k items
 
 
@@ -377,12 +378,26 @@ def download(source: str, directory: str | os.PathLike) -> Path:
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     target = tempfile.mkdtemp(prefix="bundle-", dir=directory)
+    store = project_store_uri(mlflow)
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=target)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=target, tracking_uri=store, registry_uri=store
+        )
     except Exception as exc:  # MLflow raises many types (MlflowException, OSError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"bundle {source}: cannot download from MLflow ({first})") from None
     return Path(path)
+
+
+def project_store_uri(mlflow: Any) -> str | None:
+    """Training's default store (``mlflow/mlflow.db`` under the working directory, as in
+    ``shopformer.train.tracking``) when no tracking URI is set and that database exists; else None
+    (MLflow's own resolution)."""
+    utils = getattr(getattr(mlflow.tracking, "_tracking_service", None), "utils", None)
+    is_set = getattr(utils, "is_tracking_uri_set", None)  # also sees mlflow.set_tracking_uri()
+    explicit = is_set() if callable(is_set) else bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    database = Path(PROJECT_STORE)
+    return None if explicit or not database.is_file() else f"sqlite:///{database.resolve()}"
 
 
 def _onnx_session(bundle: BundleFiles, threads: int) -> ort.InferenceSession:

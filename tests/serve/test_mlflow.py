@@ -58,3 +58,18 @@ def test_models_uri_loads_a_registered_version(logged_bundle, bundle, recommende
 def test_unknown_mlflow_source_is_a_bundle_error(logged_bundle):
     with pytest.raises(BundleError, match="cannot download from MLflow"):
         Recommender.load("models:/no-such-model@champion")
+
+
+def test_project_store_is_the_default_when_nothing_is_set(tmp_path, monkeypatch):
+    import mlflow
+    from shopformer.serve.recommender import project_store_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    assert project_store_uri(mlflow) is None  # no mlflow/mlflow.db here: MLflow decides
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "mlflow.db").touch()
+    assert project_store_uri(mlflow) == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert project_store_uri(mlflow) is None
