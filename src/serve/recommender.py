@@ -233,8 +233,9 @@ class Recommender:
         return EncodedSessions(np.array(rows, dtype=np.int64), inputs, seen, unknown)
 
     def query_vectors(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """One encoder run: float32 [B, D] query vectors for left-padded int64 inputs."""
-        feeds = {name: np.ascontiguousarray(inputs[name], dtype=np.int64) for name in self.inputs}
+        """One encoder run: float32 [B, D] query vectors for left-padded int64 inputs (cut to the
+        last ``max_len`` columns, left-padded to ``min_len``)."""
+        feeds = {name: self._fit(np.asarray(inputs[name], dtype=np.int64)) for name in self.inputs}
         (queries,) = self.session.run([self.output], feeds)
         return np.ascontiguousarray(queries, dtype=np.float32)
 
@@ -295,6 +296,14 @@ class Recommender:
             what = "unknown event type" if s.event_types is not None else "required (no default type)"
             raise RequestError((i, "event_types"), f"{what} {bad[0]!r}; this model knows: {known}")
         return codes
+
+    def _fit(self, array: np.ndarray) -> np.ndarray:
+        array = array[:, -self.max_len :]
+        if array.shape[1] < self.min_len:
+            array = np.pad(
+                array, ((0, 0), (self.min_len - array.shape[1], 0))
+            )  # pad ids are 0 in every channel
+        return np.ascontiguousarray(array)
 
     def _pad(self, channels: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         width = max([self.min_len, *(len(c[ITEM_IDS]) for c in channels)])

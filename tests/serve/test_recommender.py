@@ -140,7 +140,7 @@ def test_batch_equals_one_by_one(bundle, recommender):
 
 
 def test_arrays_path_matches_raw_path(bundle, recommender):
-    sessions = [h[-bundle.max_len :] for h in histories(bundle, 6, seed=5)]
+    sessions = histories(bundle, 6, seed=5)  # some longer than max_len: the arrays path cuts them too
     width = max(len(h) for h in sessions)
     item_ids = np.zeros((len(sessions), width), dtype=np.int64)
     for row, h in enumerate(sessions):
@@ -149,6 +149,10 @@ def test_arrays_path_matches_raw_path(bundle, recommender):
     assert found.shape == scores.shape == (len(sessions), 7)
     for row, h in enumerate(sessions):
         assert bundle.raw_ids[found[row] - 1].tolist() == ids(recommender.recommend(h, k=7))
+    single = bundle.internal(sessions[0][-1:])[None, :]  # one column: padded to the encoder's min_len
+    assert recommender.recommend_arrays(single, k=3)[0].tolist() == [
+        bundle.internal(ids(recommender.recommend(sessions[0][-1:], k=3))).tolist()
+    ]
 
 
 def test_similar_excludes_the_item(bundle, recommender):
