@@ -288,6 +288,8 @@ def export_bundle(
     max_len = int(max_len or getattr(model, "max_len", 0) or 0)
     if max_len < 1:
         raise ExportError(f"{type(model).__name__} has no max_len: pass the history length it serves")
+    if "event_types" in encoder_inputs(model) and len(event_vocab) < 2:
+        raise ExportError(f"{type(model).__name__} uses event types: pass the dataset's event_vocab")
     params = {k: v for k, v in (index_params or {}).items() if v is not None}
     with torch.no_grad():
         items = np.ascontiguousarray(model.item_vectors().detach().float().cpu().numpy(), dtype=np.float32)
@@ -302,7 +304,7 @@ def export_bundle(
         write_index(index, tmp / INDEX)
         pq.write_table(vocab_table(item_vocab), tmp / VOCAB)
         queries, checks = _query_vectors(model, tmp / ENCODER, encoder, histories, items)
-        recall = measure_recall(index, items, queries, recall_k)
+        recall = {**measure_recall(index, items, queries, recall_k), "queries": checks.pop("queries")}
         manifest = {
             "name": name,
             "version": str(version),
@@ -310,18 +312,12 @@ def export_bundle(
             "git_commit": commit or git_commit(),
             "model": {"class": type(model).__name__, "config": _model_config(model, config, max_len)},
             "metrics": {key: round(float(value), 6) for key, value in (metrics or {}).items()},
-            "n_items": int(items.shape[0]),
-            "dim": int(items.shape[1]),
-            "max_len": max_len,
-            "min_len": encoder.min_len,
-            "opset": encoder.opset,
-            "inputs": encoder.inputs,
-            "event_vocab": list(event_vocab) if "event_types" in encoder.inputs else [],
+            **_shapes(items, encoder, event_vocab),
             "index": {
                 "factory": index_factory,
                 "metric": "inner_product",
                 "params": params,
-                "recall": {**recall, "queries": checks["queries"]},
+                "recall": recall,
             },
             "export": {"encoder_seconds": round(encoder.seconds, 3), **checks},
             **({"train_config": config} if config else {}),
@@ -333,6 +329,19 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _shapes(items: np.ndarray, encoder: EncoderExport, event_vocab: Sequence[str]) -> dict[str, Any]:
+    """The manifest keys serving needs to feed the encoder and read the item table."""
+    return {
+        "n_items": int(items.shape[0]),
+        "dim": int(items.shape[1]),
+        "max_len": encoder.max_len,
+        "min_len": encoder.min_len,  # shorter histories are left-padded to it
+        "opset": encoder.opset,
+        "inputs": encoder.inputs,
+        "event_vocab": list(event_vocab) if "event_types" in encoder.inputs else [],
+    }
 
 
 def check_index_spec(factory: str, params: dict[str, Any] | None, dim: int, n_items: int) -> None:
@@ -378,22 +387,31 @@ def _query_vectors(
     histories: dict[str, np.ndarray] | None,
     items: np.ndarray,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Queries to measure recall on: the ONNX encoder's for ``histories``, checked against torch."""
-    if not histories or not len(histories.get(ITEM_IDS, ())):
-        sample = np.linspace(1, items.shape[0] - 1, min(1000, items.shape[0] - 1)).astype(np.int64)
-        return items[np.unique(sample)], {"queries": "item_vectors"}
-    histories = {name: values[:, -encoder.max_len :] for name, values in histories.items()}
-    missing = [name for name in encoder.inputs if name not in histories]
-    if missing:
-        raise ExportError(f"the evaluation histories lack the encoder input(s) {missing}")
-    queries = encode_onnx(onnx_session(encoder_path), histories, encoder.min_len)
-    diff = float(np.abs(queries - encode_torch(model, histories)).max()) if len(queries) else 0.0
+    """Queries to measure recall on, and the ONNX / torch parity check.
+
+    With ``histories``: the ONNX encoder's queries for them. Without: a sample of item vectors
+    (item-to-item queries), and parity is checked on random padded histories instead.
+    """
+    real = bool(histories) and len(histories.get(ITEM_IDS, ())) > 0
+    if real:
+        histories = {name: values[:, -encoder.max_len :] for name, values in histories.items()}
+        missing = [name for name in encoder.inputs if name not in histories]
+        if missing:
+            raise ExportError(f"the evaluation histories lack the encoder input(s) {missing}")
+    else:
+        histories = random_histories(model, 64, encoder.max_len, pad=True)
+    onnx_queries = encode_onnx(onnx_session(encoder_path), histories, encoder.min_len)
+    diff = float(np.abs(onnx_queries - encode_torch(model, histories)).max())
     if not diff <= PARITY_TOLERANCE:
         raise ExportError(
             f"{type(model).__name__}: the ONNX encoder differs from torch by {diff:.2e} "
-            f"(> {PARITY_TOLERANCE:g}) on {len(queries)} histories; not writing a wrong bundle"
+            f"(> {PARITY_TOLERANCE:g}) on {len(onnx_queries)} histories; not writing a wrong bundle"
         )
-    return queries, {"queries": "histories", "parity_max_abs_diff": diff, "parity_n": len(queries)}
+    checks = {"parity_max_abs_diff": diff, "parity_n": len(onnx_queries)}
+    if real:
+        return onnx_queries, {"queries": "histories", **checks}
+    sample = np.unique(np.linspace(1, items.shape[0] - 1, min(1000, items.shape[0] - 1)).astype(np.int64))
+    return items[sample], {"queries": "item_vectors", **checks}
 
 
 def _model_config(model: SequenceRecommender, config: dict[str, Any] | None, max_len: int) -> dict[str, Any]:

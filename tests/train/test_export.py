@@ -123,7 +123,8 @@ def test_onnx_parity_sasrec_with_channels(channel_bundle, dm):
     assert manifest["event_vocab"] == dm.data.event_vocab and manifest["event_vocab"][0] == "<pad>"
     session = onnx_session(out / "encoder.onnx")
     assert_parity(model, session, manifest["min_len"], eval_histories(dm, "valid", 64))
-    assert manifest["export"]["parity_max_abs_diff"] < TOL and manifest["export"]["queries"] == "histories"
+    assert manifest["export"]["parity_max_abs_diff"] < TOL
+    assert manifest["index"]["recall"]["queries"] == "histories"
 
 
 def test_onnx_parity_trained_sasrec(trained):
@@ -158,6 +159,25 @@ def test_baselines_export(cls, dm, tmp_path):
     if ivf:
         assert bundle.manifest["index"]["params"] == {"nprobe": 2}
         assert read_index(out / "index.faiss").nprobe == 2  # search parameters travel in the file
+
+
+def test_export_without_histories_and_refusals(dm, tmp_path):
+    data = dm.data
+    popular = MostPopular(dm.n_items).fit(data.item[data.role == TRAIN], data.seq[data.role == TRAIN])
+    manifest = open_bundle(
+        export_bundle(popular, data.item_vocab, tmp_path / "pop", name="p", version="1", max_len=MAX_LEN)
+    ).manifest
+    assert manifest["index"]["recall"]["queries"] == "item_vectors" and manifest["export"]["parity_n"] == 64
+    with pytest.raises(ExportError, match="max_len"):
+        export_bundle(popular, data.item_vocab, tmp_path / "x", name="p", version="1")
+    with_events = SASRec(dm.n_items, dim=8, max_len=MAX_LEN, n_event_types=dm.n_event_types)
+    with pytest.raises(ExportError, match="event_vocab"):
+        export_bundle(with_events, data.item_vocab, tmp_path / "x", name="s", version="1")
+    with pytest.raises(ExportError, match="another dataset"):
+        export_bundle(
+            SASRec(20, dim=8, max_len=MAX_LEN), data.item_vocab, tmp_path / "x", name="s", version="1"
+        )
+    assert not (tmp_path / "x").exists()
 
 
 # -- the bundle --------------------------------------------------------------------------------------
@@ -296,3 +316,19 @@ def test_export_cli_bad_index_is_one_line_error(sasrec_run, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "Bogus99" in last
     assert not (tmp_path / "bad").exists()
+
+
+def test_serving_loads_the_registered_bundle_and_agrees_with_torch(trained):
+    from shopformer.serve.recommender import Recommender
+
+    model, datamodule, _, summary = trained
+    recommender = Recommender.load(f"models:/{summary['registered_model']['name']}@champion")
+    histories = eval_histories(datamodule, "test", 5)["item_ids"]
+    raw = datamodule.data.item_vocab["item_id"].to_numpy()
+    for history in histories:
+        known = history[history > 0]
+        served = recommender.recommend(raw[known - 1].tolist(), k=10, exclude_seen=False)
+        with torch.no_grad():
+            scores = model.score(torch.from_numpy(known[None]))[0]
+        scores[0] = -torch.inf
+        assert [item for item, _ in served.items] == raw[scores.topk(10).indices.numpy() - 1].tolist()
