@@ -39,14 +39,25 @@ class SelfAttentionBlock(nn.Module):
         self.dropout = Dropout(dropout)
 
     def _attend(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """Self-attention; ``mask`` is additive [B, 1, L, L] (0 or -inf)."""
         b, length, dim = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         if last_only:  # keys and values from every position, the query from the last one
-            q, mask, length = q[:, :, -1:], mask[:, :, -1:], 1
+            mask = mask[:, :, -1:]
+        if self.heads == 1:
+            # Row slices of the fused weight give contiguous q, k, v: no permute copies for SDPA.
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:] if last_only else x, w[:dim], bias[:dim]).unsqueeze(1)
+            k = F.linear(x, w[dim : 2 * dim], bias[dim : 2 * dim]).unsqueeze(1)
+            v = F.linear(x, w[2 * dim :], bias[2 * dim :]).unsqueeze(1)
+        else:
+            q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+            if last_only:
+                q = q[:, :, -1:]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
         )
-        return self.dropout(self.out(y.transpose(1, 2).reshape(b, length, dim)))
+        y = y.squeeze(1) if self.heads == 1 else y.transpose(1, 2).reshape(b, q.shape[2], dim)
+        return self.dropout(self.out(y))
 
     def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
         """[B, L, D] -> [B, L, D], or [B, 1, D] for the last position only (inference)."""
@@ -72,8 +83,18 @@ def attention_mask(item_ids: Tensor, causal: bool) -> Tensor:
     return mask
 
 
+def additive_mask(item_ids: Tensor, causal: bool, dtype: torch.dtype) -> Tensor:
+    """:func:`attention_mask` as 0 / -inf in ``dtype``, built once and shared by every block.
+
+    SDPA would otherwise convert a boolean mask to floats in each block, forward and backward.
+    """
+    return torch.zeros((), dtype=dtype, device=item_ids.device).masked_fill(
+        ~attention_mask(item_ids, causal), float("-inf")
+    )
+
+
 class TransformerEncoder(nn.Module):
-    """A stack of :class:`SelfAttentionBlock` with the padding positions zeroed after each block."""
+    """A stack of :class:`SelfAttentionBlock`; padding positions come out as zeros."""
 
     def __init__(
         self,
@@ -101,13 +122,9 @@ class TransformerEncoder(nn.Module):
         The last block then computes its attention and feed-forward for one query per row:
         the same numbers as ``forward(...)[:, -1:]`` at a fraction of the cost.
         """
-        mask = attention_mask(item_ids, self.causal)
-        keep = (item_ids != 0).unsqueeze(-1).to(x.dtype)
-        x = x * keep
+        mask = additive_mask(item_ids, self.causal, x.dtype)
+        # Padding never reaches a real position (masked as a key), so it is zeroed once, at the end.
         for i, block in enumerate(self.blocks):
-            if last_only and i == len(self.blocks) - 1:
-                keep = keep[:, -1:]
-                x = block(x, mask, last_only=True) * keep
-            else:
-                x = block(x, mask) * keep
-        return self.final_norm(x)
+            x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1)
+        keep = (item_ids[:, -1:] if last_only else item_ids) != 0
+        return self.final_norm(x) * keep.unsqueeze(-1).to(x.dtype)

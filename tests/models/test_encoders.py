@@ -89,6 +89,20 @@ def test_cheap_dropout_rate_and_scale():
     assert torch.equal(Dropout(0.2).eval()(torch.ones(5)), torch.ones(5))
 
 
+def test_cheap_dropout_gradient_uses_the_forward_mask():
+    from shopformer.models.dropout import Dropout, random_bytes
+
+    torch.manual_seed(1)
+    x = torch.randn(3, 7, 5, requires_grad=True)
+    y = Dropout(0.3).train()(x)
+    y.backward(torch.ones_like(y))
+    kept = y != 0
+    torch.testing.assert_close(x.grad[kept], torch.full_like(x.grad[kept], 256 / (256 - 77)))
+    assert not x.grad[~kept].any()
+    counts = torch.bincount(random_bytes(torch.Size([64_000])).long(), minlength=256)
+    assert counts.min() > 150 and counts.max() < 360  # every byte value, roughly uniform (mean 250)
+
+
 def test_untied_output_table():
     tied = SASRec(N_ITEMS, dim=8, max_len=MAX_LEN)
     untied = SASRec(N_ITEMS, dim=8, max_len=MAX_LEN, tied_embeddings=False)
