@@ -53,6 +53,7 @@ CHANNELS = ("event_types", "gap_buckets")  # optional encoder inputs, in this or
 OUTPUT = "query"
 PARITY_TOLERANCE = 1e-3  # ONNX vs torch queries on the recall histories; beyond it the export fails
 MAX_ITEM_TABLE_BYTES = 4 << 30
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
 
 
 class ExportError(ValueError):
@@ -181,16 +182,21 @@ def _torch_export(
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter's warnings (deprecations, optional torchvision ops) are not the user's business."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The exporter's chatter (progress, optimiser INFO logs, deprecations) is not the user's business.
+
+    Under Hydra's job logging the root logger prints INFO to stdout, where the JSON line goes.
+    """
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def onnx_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:

@@ -290,7 +290,9 @@ def test_export_cli_writes_an_hnsw_bundle(sasrec_run, tmp_path, capsys, monkeypa
     ]
     monkeypatch.setattr(sys, "argv", argv)
     main()
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # stdout holds the JSON line only (the exporter's chatter goes elsewhere)
+    line = json.loads(lines[0])
     assert line["bundle"] == str(out) and line["version"] == "v1" and line["name"] == "shopformer-train"
     manifest = verify_bundle(out)
     assert manifest["index"]["factory"] == "HNSW32" and manifest["index"]["params"] == {"efSearch": 64}
