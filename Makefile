@@ -1,4 +1,5 @@
-# Two commands: `make demo` trains SASRec on the synthetic data, `make test` runs the tests.
+# Two commands: `make demo` trains SASRec on the synthetic data, exports it and queries the HTTP
+# service on it; `make test` runs the tests.
 # Both create .venv and install the project into it when needed (again when pyproject.toml changes).
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/shopformer-data check_batches=false
-	$(VENV)/bin/shopformer-train
+	@mkdir -p .cache
+	$(VENV)/bin/shopformer-train | tee .cache/demo-train.out
+	$(VENV)/bin/python -m shopformer.serve.demo run_output=.cache/demo-train.out
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
