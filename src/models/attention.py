@@ -8,9 +8,16 @@ from torch import Tensor, nn
 
 from shopformer.models.dropout import Dropout
 
+NORMS = ("pre", "post", "sasrec")
+
 
 class SelfAttentionBlock(nn.Module):
-    """Multi-head self-attention + position-wise feed-forward, pre- or post-LayerNorm."""
+    """Multi-head self-attention + position-wise feed-forward.
+
+    ``norm``: "pre" (LayerNorm before each sub-layer), "post" (after each residual sum, BERT), or
+    "sasrec" (Kang & McAuley's code: normalised queries attend over the raw states, the attention
+    residual starts from the normalised queries, and the feed-forward runs on a normalised sum).
+    """
 
     def __init__(
         self,
@@ -18,15 +25,19 @@ class SelfAttentionBlock(nn.Module):
         heads: int,
         ffn_dim: int,
         dropout: float,
-        pre_norm: bool,
+        pre_norm: bool = True,
         activation: str = "gelu",
         attn_dropout: float = 0.0,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.norm = norm or ("pre" if pre_norm else "post")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         # Dropout on the attention weights forces SDPA's slow math path on CPU; off by default.
-        self.heads, self.pre_norm, self.attn_dropout = heads, pre_norm, attn_dropout
+        self.dim, self.heads, self.attn_dropout = dim, heads, attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.ffn = nn.Sequential(
@@ -38,35 +49,45 @@ class SelfAttentionBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout = Dropout(dropout)
 
-    def _attend(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
-        """Self-attention; ``mask`` is additive [B, 1, L, L] (0 or -inf)."""
-        b, length, dim = x.shape
-        if last_only:  # keys and values from every position, the query from the last one
-            mask = mask[:, :, -1:]
-        if self.heads == 1:
-            # Row slices of the fused weight give contiguous q, k, v: no permute copies for SDPA.
-            w, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, -1:] if last_only else x, w[:dim], bias[:dim]).unsqueeze(1)
-            k = F.linear(x, w[dim : 2 * dim], bias[dim : 2 * dim]).unsqueeze(1)
-            v = F.linear(x, w[2 * dim :], bias[2 * dim :]).unsqueeze(1)
-        else:
-            q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-            if last_only:
-                q = q[:, :, -1:]
+    def _project(self, x: Tensor, part: int) -> Tensor:
+        """Query (0), key (1) or value (2) heads [B, H, L, D/H] from row slices of the fused weight.
+
+        With one head the result is contiguous, so SDPA needs no copies.
+        """
+        d = self.dim
+        y = F.linear(x, self.qkv.weight[part * d : (part + 1) * d], self.qkv.bias[part * d : (part + 1) * d])
+        return y.view(x.shape[0], x.shape[1], self.heads, d // self.heads).transpose(1, 2)
+
+    def _attend(self, queries: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        """Attention of ``queries`` (the last Lq positions) over ``context`` [B, L, D]; additive ``mask``."""
+        b, lq, dim = queries.shape
+        if lq != context.shape[1]:
+            mask = mask[:, :, -lq:]
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+            self._project(queries, 0),
+            self._project(context, 1),
+            self._project(context, 2),
+            attn_mask=mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
         )
-        y = y.squeeze(1) if self.heads == 1 else y.transpose(1, 2).reshape(b, q.shape[2], dim)
-        return self.dropout(self.out(y))
+        return self.dropout(self.out(y.transpose(1, 2).reshape(b, lq, dim)))
 
     def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
         """[B, L, D] -> [B, L, D], or [B, 1, D] for the last position only (inference)."""
-        residual = x[:, -1:] if last_only else x
-        if self.pre_norm:
-            x = residual + self._attend(self.norm1(x), mask, last_only)
+
+        def last(t: Tensor) -> Tensor:
+            return t[:, -1:] if last_only else t
+
+        if self.norm == "pre":
+            h = self.norm1(x)
+            x = last(x) + self._attend(last(h), h, mask)
             return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(residual + self._attend(x, mask, last_only))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+        if self.norm == "post":
+            x = self.norm1(last(x) + self._attend(last(x), x, mask))
+            return self.norm2(x + self.dropout(self.ffn(x)))
+        q = self.norm1(last(x))
+        x = self.norm2(q + self._attend(q, x, mask))
+        return x + self.dropout(self.ffn(x))
 
 
 def attention_mask(item_ids: Tensor, causal: bool) -> Tensor:
@@ -107,14 +128,15 @@ class TransformerEncoder(nn.Module):
         pre_norm: bool,
         activation: str = "gelu",
         attn_dropout: float = 0.0,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
-        self.causal, self.pre_norm = causal, pre_norm
+        self.causal, self.norm = causal, norm or ("pre" if pre_norm else "post")
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(dim, heads, ffn_dim, dropout, pre_norm, activation, attn_dropout)
+            SelfAttentionBlock(dim, heads, ffn_dim, dropout, pre_norm, activation, attn_dropout, self.norm)
             for _ in range(n_blocks)
         )
-        self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.final_norm = nn.Identity() if self.norm == "post" else nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, item_ids: Tensor, last_only: bool = False) -> Tensor:
         """Hidden states [B, L, D]; with ``last_only`` just the last position's, [B, 1, D].

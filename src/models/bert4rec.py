@@ -29,6 +29,7 @@ class BERT4Rec(SequenceRecommender):
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
         init_std: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len, self.mask_id = max_len, n_items
@@ -41,6 +42,7 @@ class BERT4Rec(SequenceRecommender):
             dropout,
             causal=False,
             pre_norm=pre_norm,
+            norm=norm,
             attn_dropout=attn_dropout,
         )
         self.reset_parameters(init_std)

@@ -30,6 +30,7 @@ class SASRec(SequenceRecommender):
         n_gap_buckets: int = 0,
         tied_embeddings: bool = True,
         init_std: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len = max_len
@@ -42,6 +43,7 @@ class SASRec(SequenceRecommender):
             dropout,
             causal=True,
             pre_norm=pre_norm,
+            norm=norm,
             attn_dropout=attn_dropout,
             activation=activation,
         )

@@ -112,10 +112,10 @@ def test_untied_output_table():
 
 
 @pytest.mark.parametrize("cls", [SASRec, BERT4Rec])
-@pytest.mark.parametrize("pre_norm", [True, False])
-def test_encode_last_position_only_equals_full_forward(cls, pre_norm):
+@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
+def test_encode_last_position_only_equals_full_forward(cls, norm):
     torch.manual_seed(0)
-    model = cls(n_items=50, dim=16, max_len=12, n_blocks=2, heads=2, pre_norm=pre_norm).eval()
+    model = cls(n_items=50, dim=16, max_len=12, n_blocks=2, heads=2, norm=norm).eval()
     items = torch.randint(1, 50, (5, 9))
     items[0, :4] = 0  # left padding
     with torch.no_grad():
@@ -124,3 +124,21 @@ def test_encode_last_position_only_equals_full_forward(cls, pre_norm):
             items = torch.cat([items, torch.full((5, 1), model.mask_id)], dim=1)
         full = model(items)[:, -1]
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_sasrec_block_normalises_queries_but_attends_over_raw_states():
+    from shopformer.models.attention import SelfAttentionBlock, additive_mask
+
+    torch.manual_seed(0)
+    block = SelfAttentionBlock(8, 1, 8, 0.0, norm="sasrec", activation="relu").eval()
+    x = torch.randn(2, 5, 8) * 3
+    ids = torch.ones(2, 5, dtype=torch.long)
+    mask = additive_mask(ids, True, x.dtype)
+    w, b = block.qkv.weight, block.qkv.bias
+    q_in = block.norm1(x)
+    q, k, v = q_in @ w[:8].T + b[:8], x @ w[8:16].T + b[8:16], x @ w[16:].T + b[16:]
+    attn = torch.softmax(q @ k.transpose(1, 2) / 8**0.5 + mask[:, 0], dim=-1) @ v
+    h = block.norm2(q_in + block.out(attn))
+    torch.testing.assert_close(block(x, mask), h + block.ffn(h), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        SelfAttentionBlock(8, 1, 8, 0.0, norm="sideways")
