@@ -30,10 +30,13 @@ class BERT4Rec(SequenceRecommender):
         n_gap_buckets: int = 0,
         init_std: float | None = None,
         norm: str | None = None,
+        positions: str = "end",
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len, self.mask_id = max_len, n_items
-        self.embed = TokenEmbedding(n_items + 1, dim, max_len, n_event_types, n_gap_buckets, dropout)
+        self.embed = TokenEmbedding(
+            n_items + 1, dim, max_len, n_event_types, n_gap_buckets, dropout, positions=positions
+        )
         self.encoder = TransformerEncoder(
             dim,
             n_blocks,

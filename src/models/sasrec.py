@@ -31,10 +31,13 @@ class SASRec(SequenceRecommender):
         tied_embeddings: bool = True,
         init_std: float | None = None,
         norm: str | None = None,
+        positions: str = "end",
     ) -> None:
         super().__init__(n_items, dim)
         self.max_len = max_len
-        self.embed = TokenEmbedding(n_items, dim, max_len, n_event_types, n_gap_buckets, dropout, scale=True)
+        self.embed = TokenEmbedding(
+            n_items, dim, max_len, n_event_types, n_gap_buckets, dropout, scale=True, positions=positions
+        )
         self.encoder = TransformerEncoder(
             dim,
             n_blocks,

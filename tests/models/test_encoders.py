@@ -142,3 +142,20 @@ def test_sasrec_block_normalises_queries_but_attends_over_raw_states():
     torch.testing.assert_close(block(x, mask), h + block.ffn(h), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="norm must be one of"):
         SelfAttentionBlock(8, 1, 8, 0.0, norm="sideways")
+
+
+def test_positions_from_the_window_start_ignore_left_padding():
+    from shopformer.models.embedding import TokenEmbedding
+
+    torch.manual_seed(0)
+    emb = TokenEmbedding(20, 4, max_len=6, positions="start").eval()
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    out = emb(ids)
+    torch.testing.assert_close(out[0, 3:], emb.items(ids[0, 3:]) + emb.positions.weight[:3])
+    torch.testing.assert_close(out[1], emb.items(ids[1]) + emb.positions.weight[:6])
+    model = SASRec(N_ITEMS, dim=8, max_len=MAX_LEN, positions="start").eval()
+    x = torch.randint(1, N_ITEMS, (2, 5))
+    padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), x], dim=1)
+    torch.testing.assert_close(model.encode(x), model.encode(padded), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="positions must be one of"):
+        TokenEmbedding(20, 4, max_len=6, positions="middle")
