@@ -7,6 +7,13 @@ item-to-item transition graph, revisits an earlier item of the session, or is a 
 followed by an add-to-cart; sessions with carts end in purchases or are abandoned, driven by
 user propensities and signals that are visible in the sequence (carts, repeat views of carted
 items, dwell gaps, price).
+
+``journey_signal`` (0 = off, the default stream) plants more of what only a model of the whole
+sequence can read: the session's intent shows in the dwell before views that get carted, the
+purchase depends more on intent, hesitation (re-viewing a carted item) and the price of the carted
+items, and sessions often end by viewing a carted item again before checkout (converting sessions
+much more often than abandoning ones). Session counts and views per session stay the same; hand-made
+session features (counts, length, last gap) see little of it, item identity and order see it all.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ _REVISIT_CART_PROB = 0.5
 _SAME_CATEGORY_SUCCESSOR_PROB = 0.8
 _SUCCESSOR_DECAY = 0.6
 _PURCHASE_ITEM_PROB = 0.8
+# journey_signal effects (per unit of signal): purchase-logit weights and checkout re-view rates
+_J_INTENT, _J_HESITATED, _J_PRICE = 0.8, 1.0, 1.0
+_J_DWELL = 0.8  # extra log-dwell per unit of intent before views that get carted
+_J_REVIEW_CONVERT, _J_REVIEW_ABANDON = 0.6, 0.15
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,8 @@ class SyntheticConfig:
     item transition graph (each item has n_successors successors with decreasing weights).
     cart_rate is the base chance that an in-stock view is followed by add-to-cart; purchase_rate
     is the expected share of sessions with a cart that end in a purchase. start is the earliest
-    possible timestamp (naive strings are read as UTC).
+    possible timestamp (naive strings are read as UTC). journey_signal >= 0 scales the planted
+    journey signal (see the module docstring); 0 leaves the stream exactly as without it.
     """
 
     n_users: int = 6000
@@ -59,6 +71,7 @@ class SyntheticConfig:
     in_stock_rate: float = 0.92
     start: str = "2026-01-01"
     seed: int = 0
+    journey_signal: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_users < 1:
@@ -75,6 +88,8 @@ class SyntheticConfig:
             raise ValueError(f"mean_session_views must be in [1, {MAX_SESSION_VIEWS}]")
         if self.popularity_exponent < 0:
             raise ValueError("popularity_exponent must be >= 0")
+        if self.journey_signal < 0:
+            raise ValueError("journey_signal must be >= 0")
         for name in ("follow_prob", "in_stock_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -282,6 +297,9 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     n_carts = np.bincount(c_sess, minlength=n_sess)
     mean_rel = np.bincount(c_sess, weights=rel_price[c_item], minlength=n_sess) / np.maximum(n_carts, 1)
     signal = u_purchase[sess_user] + 0.6 * intent + 0.5 * (n_carts - 1) + 1.0 * hesitated - 0.5 * mean_rel
+    js = cfg.journey_signal
+    if js > 0:
+        signal = signal + js * (_J_INTENT * intent + _J_HESITATED * hesitated - _J_PRICE * mean_rel)
     has_cart = n_carts > 0
     bias = _calibrated_bias(signal[has_cart], cfg.purchase_rate)
     convert = has_cart & (rng.random(n_sess) < _sigmoid(bias + signal))
@@ -297,7 +315,8 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
         gap = np.rint(np.exp(mu + sigma * rng.standard_normal(mu.size)))
         return np.clip(gap, low, high).astype(np.int64)
 
-    v_gap = lognormal_gap(np.log(45.0) + 0.3 * intent[v_sess], 0.9, 1, _MAX_INNER_GAP_S)
+    dwell = 0.3 + js * _J_DWELL * v_cart  # views that get carted show the intent more
+    v_gap = lognormal_gap(np.log(45.0) + dwell * intent[v_sess], 0.9, 1, _MAX_INNER_GAP_S)
     v_gap[v_first] = 0
     c_gap = lognormal_gap(np.log(10.0) - 0.2 * intent[c_sess], 0.6, 1, 300)
     p_first = np.ones(p_sess.size, dtype=bool)
@@ -308,19 +327,33 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
         rng.integers(1, 5, p_sess.size),
     )
 
-    # --- assemble: each view, then its cart (if any), then the session's purchases at the end
+    # --- checkout re-views (journey_signal): a carted item viewed again after the last browse event
+    r_sess = r_item = r_gap = np.zeros(0, dtype=np.int64)
+    if js > 0:
+        rate = np.where(convert, _J_REVIEW_CONVERT, _J_REVIEW_ABANDON) * js
+        review = has_cart & (rng.random(n_sess) < np.minimum(rate, 1.0))
+        last_cart = np.zeros(n_sess, dtype=np.int64)
+        last_cart[c_sess] = c_item  # the latest cart of each session (carts are in session order)
+        first_purchase = np.zeros(n_sess, dtype=np.int64)
+        first_purchase[p_sess[::-1]] = p_item[::-1]
+        r_sess = np.flatnonzero(review)
+        r_item = np.where(convert[r_sess], first_purchase[r_sess], last_cart[r_sess])
+        r_gap = lognormal_gap(np.log(45.0) + 0.3 * intent[r_sess], 0.9, 1, _MAX_INNER_GAP_S)
+
+    # --- assemble: each view, then its cart (if any), the re-view, then the session's purchases
     reps = 1 + v_cart.astype(np.int64)
     slot = np.repeat(np.arange(v_item.size), reps)
     code = np.zeros(slot.size, dtype=np.int8)
     code[(np.cumsum(reps) - reps)[v_cart] + 1] = 1
     gap = v_gap[slot]
     gap[code == 1] = c_gap
-    e_sess = np.concatenate([v_sess[slot], p_sess])
+    e_sess = np.concatenate([v_sess[slot], r_sess, p_sess])
     order = np.argsort(e_sess, kind="stable")
     e_sess = e_sess[order]
-    e_item = np.concatenate([v_item[slot], p_item])[order]
-    e_code = np.concatenate([code, np.full(p_sess.size, 2, dtype=np.int8)])[order]
-    e_gap = np.concatenate([gap, p_gap])[order]
+    e_item = np.concatenate([v_item[slot], r_item, p_item])[order]
+    r_code = np.zeros(r_sess.size, dtype=np.int8)
+    e_code = np.concatenate([code, r_code, np.full(p_sess.size, 2, dtype=np.int8)])[order]
+    e_gap = np.concatenate([gap, r_gap, p_gap])[order]
 
     # --- timestamps: sessions of a user are separated by > SESSION_GAP_S of inactivity
     counts = np.bincount(e_sess, minlength=n_sess)

@@ -252,3 +252,36 @@ def test_edge_configs_still_valid() -> None:
         assert events["item_id"].isin(items["item_id"]).all()
         same_user = events["user_id"].eq(events["user_id"].shift())
         assert (events["timestamp"].diff()[same_user] > 0).all()
+
+
+def test_journey_signal_plants_checkout_reviews_and_keeps_the_funnel() -> None:
+    cfg = replace(SMALL, journey_signal=1.0)
+    events, items = generate(cfg)
+    base, _ = generate(SMALL)
+    assert events["session_id"].nunique() == base["session_id"].nunique()  # same sessions, more events
+    ev = events.assign(pos=events.groupby("session_id").cumcount())
+    is_cart = ev["event_type"].eq("cart")
+    carted = set(zip(ev.loc[is_cart, "session_id"], ev.loc[is_cart, "item_id"], strict=True))
+    browse = ev[~ev["event_type"].eq("purchase")]
+    last = browse.groupby("session_id").tail(1)
+    reviewed = pd.Series(
+        [
+            (s, i) in carted and kind == "view"
+            for s, i, kind in zip(last["session_id"], last["item_id"], last["event_type"], strict=True)
+        ],
+        index=last["session_id"].to_numpy(),
+    )
+    sessions = _cart_sessions(events)
+    review_rate = reviewed.reindex(sessions.index).groupby(sessions["converted"]).mean()
+    assert review_rate[True] > review_rate[False] + 0.3  # a carted item viewed again, then checkout
+    # the funnel rules still hold
+    prev = events.shift()
+    carts = events["event_type"].eq("cart")
+    assert (prev.loc[carts, "item_id"] == events.loc[carts, "item_id"]).all()
+    first_purchase = ev[ev["event_type"].eq("purchase")].groupby("session_id")["pos"].min()
+    assert (first_purchase > browse.groupby("session_id")["pos"].max().reindex(first_purchase.index)).all()
+
+
+def test_journey_signal_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="journey_signal"):
+        SyntheticConfig(journey_signal=-1.0)

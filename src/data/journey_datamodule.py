@@ -1,0 +1,224 @@
+"""JourneyDataModule: the processed dataset as journey training windows and labelled evaluation prefixes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, RandomSampler
+
+from shopformer.data.batches import BucketBatchSampler, TokenArrays, identity_collate
+from shopformer.data.features import N_GAP_BUCKETS
+from shopformer.data.journey import (
+    IGNORE,
+    PARTS,
+    JourneyLabelConfig,
+    JourneyLabels,
+    JourneySplit,
+    journey_labels,
+    session_starts,
+)
+from shopformer.data.journey_batches import LABELS, JourneyEvalSet, JourneyTrainSet, train_windows
+from shopformer.data.schema import DataError
+from shopformer.data.store import DatasetSpec, ProcessedDataset, load_or_build
+from shopformer.data.vocab import PAD
+
+
+@dataclass
+class JourneyExamples:
+    """The labelled prefixes of one part: flat positions and their labels (IGNORE where undefined)."""
+
+    positions: np.ndarray
+    next_event: np.ndarray
+    conversion: np.ndarray
+    abandonment: np.ndarray
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "prefixes": int(len(self.positions)),
+            "next_event": int((self.next_event != IGNORE).sum()),
+            "conversion": int((self.conversion != IGNORE).sum()),
+            "conversion_positives": int((self.conversion == 1).sum()),
+            "abandonment": int((self.abandonment != IGNORE).sum()),
+            "abandonment_positives": int((self.abandonment == 1).sum()),
+        }
+
+
+def _config(value: Any, kind: type) -> Any:
+    return kind(**value) if isinstance(value, dict) else (value or kind())
+
+
+class JourneyDataModule(L.LightningDataModule):
+    """Labels every event of the processed dataset (:mod:`shopformer.data.journey`), splits whole
+    sessions by start time and serves training windows and evaluation prefixes.
+
+    Sequences are the dataset's (``data.sequence_key``): per session, or per user, where a prefix
+    also sees the user's earlier sessions; labels always refer to the prefix's own session.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetSpec,
+        cache_dir: str | os.PathLike | None = ".cache/shopformer",
+        max_len: int = 50,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        labels: JourneyLabelConfig | dict | None = None,
+        split: JourneySplit | dict | None = None,
+        gap_buckets: bool = True,
+        num_workers: int = 0,
+        trim_batches: bool = True,
+        length_bucketing: bool = False,
+        objective: str = "journey",
+    ) -> None:
+        super().__init__()
+        if objective != "journey":
+            raise DataError(f"JourneyDataModule serves the journey objective, not {objective!r}")
+        if max_len < 1:
+            raise DataError(f"max_len must be >= 1, got {max_len}")
+        self.spec, self.cache_dir = dataset, cache_dir
+        self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
+        self.label_config = _config(labels, JourneyLabelConfig)
+        self.split = _config(split, JourneySplit)
+        self.use_gap_buckets, self.num_workers = gap_buckets, num_workers
+        self.trim_batches, self.length_bucketing = trim_batches, length_bucketing
+        self.data: ProcessedDataset | None = None
+        self.facts: dict[str, Any] = {}
+
+    def prepare_data(self) -> None:
+        if self.data is None and self.cache_dir is not None:
+            load_or_build(self.spec, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data, self.data_dir, self.from_cache = load_or_build(self.spec, self.cache_dir)
+        ds = self.data
+        if not ds.has_timestamps:
+            raise DataError(
+                f"dataset '{ds.meta['name']}' has only an event order: journey labels need real "
+                "timestamps (sessions and censoring at the window end)"
+            )
+        starts = session_starts(ds.seq, ds.session)
+        self.labels: JourneyLabels = journey_labels(
+            ds.event, ds.ts, starts, ds.event_vocab, self.label_config
+        )
+        first = np.flatnonzero(starts)
+        run = np.cumsum(starts) - 1
+        session_part, split_facts = self.split.assign(
+            ds.ts[first], self.labels.facts["window_end"], self.label_config.censor_minutes
+        )
+        self.part = session_part[run]
+        gap = ds.gap_buckets() if self.use_gap_buckets else None
+        self.tokens = TokenArrays(item=ds.item, event=ds.event, gap=gap, seq=ds.seq, offsets=ds.offsets)
+        self.examples = {name: self._examples(code) for name, code in PARTS.items()}
+
+        train = self.part == PARTS["train"]
+        train_labels = {name: np.where(train, getattr(self.labels, name), IGNORE) for name in LABELS}
+        # The next item is a target only inside the training sessions (no valid / test item leaks in).
+        follows = np.r_[(ds.seq[1:] == ds.seq[:-1]) & train[1:] & train[:-1], False]
+        next_item = np.where(follows, np.r_[ds.item[1:], PAD], PAD)
+        labelled = train & self.labels.defined()
+        w_starts, w_ends = train_windows(ds.offsets, ds.seq, labelled, self.max_len)
+        self.train_set = JourneyTrainSet(self.tokens, train_labels, next_item, w_starts, w_ends, self.max_len)
+        label_arrays = {name: getattr(self.labels, name) for name in LABELS}
+        self.valid_set = JourneyEvalSet(
+            self.tokens, label_arrays, self.examples["valid"].positions, self.max_len
+        )
+        self.test_set = JourneyEvalSet(
+            self.tokens, label_arrays, self.examples["test"].positions, self.max_len
+        )
+        for dataset in (self.train_set, self.valid_set, self.test_set):
+            dataset.trim = self.trim_batches
+        self.facts = {
+            **self.labels.facts,
+            **split_facts,
+            "train_windows": len(self.train_set),
+            **{f"{part}_{k}": v for part, ex in self.examples.items() for k, v in ex.counts().items()},
+        }
+        if not len(self.train_set):
+            raise DataError(f"dataset '{ds.meta['name']}': no labelled training prefixes ({self.facts})")
+
+    def _examples(self, code: int) -> JourneyExamples:
+        positions = np.flatnonzero((self.part == code) & self.labels.defined())
+        return JourneyExamples(
+            positions,
+            self.labels.next_event[positions],
+            self.labels.conversion[positions],
+            self.labels.abandonment[positions],
+        )
+
+    # -- loaders ---------------------------------------------------------
+    def _loader(self, dataset, batch_size: int, shuffle: bool, batch_sampler=None) -> DataLoader:
+        options = (
+            {"batch_sampler": batch_sampler}
+            if batch_sampler
+            else {"batch_size": batch_size, "shuffle": shuffle}
+        )
+        return DataLoader(
+            dataset,
+            collate_fn=identity_collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **options,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.length_bucketing:
+            sampler = BucketBatchSampler(
+                RandomSampler(self.train_set), self.batch_size, lengths=self.train_set.lengths()
+            )
+            return self._loader(self.train_set, self.batch_size, shuffle=True, batch_sampler=sampler)
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    # -- what models and baselines need ----------------------------------
+    def train_item_counts(self) -> np.ndarray:
+        """Events per item id in the training sessions (index 0 = padding, always 0)."""
+        self._require_setup()
+        counts = np.bincount(self.data.item[self.part == PARTS["train"]], minlength=self.data.n_items)
+        counts[0] = 0
+        return counts
+
+    def class_prior(self) -> np.ndarray:
+        """Share of each next-event class among the training labels (float64 [n_classes])."""
+        self._require_setup()
+        labels = self.examples["train"].next_event
+        counts = np.bincount(labels[labels != IGNORE], minlength=self.n_event_classes).astype(np.float64)
+        return counts / max(counts.sum(), 1.0)
+
+    @property
+    def event_classes(self) -> list[str]:
+        """Next-event class names (class ``c`` is event type id ``c + 1``)."""
+        self._require_setup()
+        return list(self.data.event_vocab[1:])
+
+    @property
+    def n_event_classes(self) -> int:
+        return len(self.event_classes)
+
+    @property
+    def n_items(self) -> int:
+        self._require_setup()
+        return self.data.n_items
+
+    @property
+    def n_event_types(self) -> int:
+        self._require_setup()
+        return len(self.data.event_vocab)
+
+    @property
+    def n_gap_buckets(self) -> int:
+        return N_GAP_BUCKETS
+
+    def _require_setup(self) -> None:
+        if self.data is None:
+            raise RuntimeError("call setup() first")
