@@ -1,0 +1,145 @@
+"""The journey model: the recommenders' causal encoder over (item, event type, time-gap) tokens, with heads
+for the next event type, session conversion and cart abandonment, plus the next-item head (tied items).
+
+It keeps the :class:`SequenceRecommender` contract (``encode`` / ``item_vectors``), so the same bundle
+serves next-item retrieval; :meth:`JourneyModel.journey` is what ``journey.onnx`` computes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from shopformer.models.attention import TransformerEncoder
+from shopformer.models.base import SequenceRecommender
+from shopformer.models.embedding import TokenEmbedding
+
+
+class JourneyLogits(NamedTuple):
+    """Head outputs for hidden states [..., D]: next event [..., C], conversion [...], abandonment [...]."""
+
+    next_event: Tensor
+    conversion: Tensor
+    abandonment: Tensor
+
+
+class JourneyModel(SequenceRecommender):
+    """Causal self-attention encoder with journey heads.
+
+    Items seen fewer than ``min_item_count`` times in training share one learned "rare item" token
+    (:meth:`set_known_items`): on short real logs most items are seen once or never, and their
+    untrained embeddings would be noise. ``item_dropout`` swaps known items for that token during
+    training, so it stays meaningful. ``head_hidden`` > 0 puts a GELU layer before the heads.
+    ``scale_items`` multiplies item embeddings by sqrt(dim) (SASRec's habit); off by default, as it
+    lets the item channel drown the event-type and time-gap channels this model is about.
+    """
+
+    objective = "journey"
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int = 64,
+        max_len: int = 50,
+        n_blocks: int = 2,
+        heads: int = 1,
+        ffn_dim: int | None = None,
+        dropout: float = 0.2,
+        attn_dropout: float = 0.0,
+        norm: str = "pre",
+        activation: str = "gelu",
+        n_event_types: int = 0,
+        n_gap_buckets: int = 0,
+        positions: str = "start",
+        init_std: float | None = 0.02,
+        head_hidden: int = 0,
+        item_dropout: float = 0.0,
+        min_item_count: int = 1,
+        scale_items: bool = False,
+    ) -> None:
+        if n_event_types < 2:
+            raise ValueError(
+                "the journey model needs the event-type channel (n_event_types >= 2): "
+                "set features.event_types=true"
+            )
+        super().__init__(n_items, dim)
+        self.max_len, self.n_event_classes = max_len, n_event_types - 1
+        self.item_dropout, self.min_item_count = item_dropout, min_item_count
+        self.rare_token = n_items  # one extra row of the item table
+        self.embed = TokenEmbedding(
+            n_items + 1, dim, max_len, n_event_types, n_gap_buckets, dropout, scale_items, positions
+        )
+        self.encoder = TransformerEncoder(
+            dim,
+            n_blocks,
+            heads,
+            ffn_dim or 4 * dim,
+            dropout,
+            causal=True,
+            pre_norm=norm != "post",
+            norm=norm,
+            attn_dropout=attn_dropout,
+            activation=activation,
+        )
+        self.trunk = nn.Sequential(nn.Linear(dim, head_hidden), nn.GELU()) if head_hidden else nn.Identity()
+        width = head_hidden or dim
+        self.event_head = nn.Linear(width, self.n_event_classes)
+        self.outcome_head = nn.Linear(width, 2)  # conversion, abandonment
+        # Internal item id -> embedding row: itself, or the rare-item token (set by set_known_items).
+        self.register_buffer("item_token", torch.arange(n_items), persistent=True)
+        self.reset_parameters(init_std)
+
+    @torch.no_grad()
+    def set_known_items(self, train_counts) -> None:
+        """Map items with fewer than ``min_item_count`` training events to the rare-item token."""
+        counts = torch.as_tensor(train_counts, device=self.item_token.device)
+        if counts.shape != (self.n_items,):
+            raise ValueError(f"train_counts must have {self.n_items} entries, got {tuple(counts.shape)}")
+        known = counts >= self.min_item_count
+        known[0] = True  # padding stays 0
+        ids = torch.arange(self.n_items, device=self.item_token.device)
+        self.item_token.copy_(torch.where(known, ids, torch.full_like(ids, self.rare_token)))
+
+    def _tokens(self, item_ids: Tensor) -> Tensor:
+        tokens = self.item_token[item_ids]
+        if self.training and self.item_dropout > 0:
+            drop = (torch.rand(item_ids.shape, device=item_ids.device) < self.item_dropout) & (item_ids != 0)
+            tokens = torch.where(drop, torch.full_like(tokens, self.rare_token), tokens)
+        return tokens
+
+    def forward(
+        self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
+    ) -> Tensor:
+        """Hidden states [B, L, D]; padding positions are zero."""
+        x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
+        return self.encoder(x, item_ids)
+
+    def encode(
+        self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
+    ) -> Tensor:
+        x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
+        return self.encoder(x, item_ids, last_only=True)[:, -1]
+
+    def heads(self, hidden: Tensor) -> JourneyLogits:
+        """Logits of every head for hidden states [..., D]."""
+        h = self.trunk(hidden)
+        outcome = self.outcome_head(h)
+        return JourneyLogits(self.event_head(h), outcome[..., 0], outcome[..., 1])
+
+    def journey(
+        self, item_ids: Tensor, event_types: Tensor, gap_buckets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Probabilities after each history's last event: next event type [B, C] (sums to 1),
+        conversion [B], abandonment [B]."""
+        logits = self.heads(self.encode(item_ids, event_types, gap_buckets))
+        return (
+            torch.softmax(logits.next_event, dim=-1),
+            torch.sigmoid(logits.conversion),
+            torch.sigmoid(logits.abandonment),
+        )
+
+    def item_vectors(self) -> Tensor:
+        """Each item's embedding row (rare items share the rare-item row), [n_items, D]."""
+        return self.embed.items.weight[self.item_token]

@@ -1,0 +1,132 @@
+"""Journey metrics (torchmetrics where it has them), one function for the model and every baseline.
+
+Binary heads (conversion, abandonment): ROC-AUC, PR-AUC (average precision), log-loss and expected
+calibration error (15 equal-width bins, L1). ROC-AUC and PR-AUC are NaN when the labels hold one class.
+
+Next event type: accuracy of ``argmax p`` (the accuracy-optimal decision) and macro-F1 of the decision
+``argmax p / prior**gamma`` (prior = training class shares). ``gamma = 0`` is plain argmax, ``gamma = 1``
+the balanced decision that weighs every class alike; macro-F1 asks for something in between, so
+every model (and baseline) gets its ``gamma`` chosen on the validation prefixes (:func:`tune_gamma`)
+and applied unchanged to the test prefixes. ``macro_f1_argmax`` is macro-F1 of plain argmax: on logs
+where one type is 90 % of the events it mostly measures that one class. Classes never predicted
+and never seen do not count in the macro average (torchmetrics' rule).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_calibration_error,
+    multiclass_accuracy,
+    multiclass_f1_score,
+)
+
+from shopformer.data.journey import IGNORE
+
+EPS = 1e-7
+ECE_BINS = 15
+GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+BINARY_HEADS = ("conversion", "abandonment")
+
+
+@dataclass
+class JourneyPredictions:
+    """Probabilities of N prefixes: next event type [N, C] (rows sum to 1), conversion, abandonment [N]."""
+
+    next_event: np.ndarray
+    conversion: np.ndarray
+    abandonment: np.ndarray
+
+
+def binary_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Metrics of one binary head on the positions whose label is defined (not IGNORE)."""
+    labels = np.asarray(labels)
+    keep = labels != IGNORE
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64)[keep]).clamp(EPS, 1 - EPS)
+    y = torch.as_tensor(labels[keep].astype(np.int64))
+    n, positives = int(y.numel()), int(y.sum())
+    out = {"n": n, "positives": positives}
+    if n == 0:
+        return {**out, "roc_auc": math.nan, "pr_auc": math.nan, "log_loss": math.nan, "ece": math.nan}
+    both = 0 < positives < n
+    out["roc_auc"] = float(binary_auroc(p, y)) if both else math.nan
+    out["pr_auc"] = float(binary_average_precision(p, y)) if both else math.nan
+    out["log_loss"] = float(F.binary_cross_entropy(p, y.double()))
+    out["ece"] = float(binary_calibration_error(p.float(), y, n_bins=ECE_BINS, norm="l1"))
+    return out
+
+
+def _decide(p: torch.Tensor, prior: np.ndarray | None, gamma: float) -> torch.Tensor:
+    if prior is None or gamma == 0:
+        return p.argmax(dim=1)
+    weights = torch.as_tensor(prior, dtype=p.dtype).clamp_min(1e-12) ** gamma
+    return (p / weights).argmax(dim=1)
+
+
+def next_event_metrics(
+    probs: np.ndarray, labels: np.ndarray, prior: np.ndarray | None = None, gamma: float = 1.0
+) -> dict[str, float]:
+    """Accuracy (argmax), macro-F1 (decision ``argmax p / prior**gamma``; and argmax) and log-loss."""
+    labels = np.asarray(labels)
+    keep = labels != IGNORE
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64)[keep])
+    y = torch.as_tensor(labels[keep].astype(np.int64))
+    classes = p.shape[1]
+    out = {"n": int(y.numel())}
+    if not y.numel():
+        nan = math.nan
+        nans = {"accuracy": nan, "macro_f1": nan, "macro_f1_argmax": nan, "log_loss": nan}
+        return {**out, **nans, "decision_gamma": float(gamma)}
+    argmax, balanced = p.argmax(dim=1), _decide(p, prior, gamma)
+    out["accuracy"] = float(multiclass_accuracy(argmax, y, classes, average="micro"))
+    out["macro_f1"] = float(multiclass_f1_score(balanced, y, classes, average="macro"))
+    out["macro_f1_argmax"] = float(multiclass_f1_score(argmax, y, classes, average="macro"))
+    out["log_loss"] = float(F.nll_loss(p.clamp_min(EPS).log(), y))
+    out["decision_gamma"] = float(gamma)
+    return out
+
+
+def tune_gamma(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray | None, gammas=GAMMAS) -> float:
+    """The ``gamma`` of :func:`next_event_metrics` with the best macro-F1 on these (validation) labels;
+    ties go to the smaller one (closer to argmax)."""
+    if prior is None:
+        return 0.0
+    scores = [next_event_metrics(probs, labels, prior, g)["macro_f1"] for g in gammas]
+    finite = [s if math.isfinite(s) else -1.0 for s in scores]
+    return float(gammas[int(np.argmax(finite))])
+
+
+def journey_metrics(
+    predictions: JourneyPredictions,
+    next_event: np.ndarray,
+    conversion: np.ndarray,
+    abandonment: np.ndarray,
+    prior: np.ndarray | None = None,
+    gamma: float = 1.0,
+) -> dict[str, float]:
+    """Every head's metrics, flat: ``next_event_macro_f1``, ``conversion_roc_auc``, ..., ``*_n``."""
+    event = next_event_metrics(predictions.next_event, next_event, prior, gamma)
+    out = {f"next_event_{k}": v for k, v in event.items()}
+    for name, labels in zip(BINARY_HEADS, (conversion, abandonment), strict=True):
+        out.update({f"{name}_{k}": v for k, v in binary_metrics(getattr(predictions, name), labels).items()})
+    return out
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> tuple[np.ndarray, ...]:
+    """(mean predicted probability, observed positive rate, count) per non-empty equal-width bin."""
+    labels = np.asarray(labels)
+    keep = labels != IGNORE
+    p, y = np.asarray(probs, dtype=np.float64)[keep], labels[keep].astype(np.float64)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    mean_p = np.bincount(which, weights=p, minlength=bins) / np.maximum(count, 1)
+    rate = np.bincount(which, weights=y, minlength=bins) / np.maximum(count, 1)
+    used = count > 0
+    return mean_p[used], rate[used], count[used]

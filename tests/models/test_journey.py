@@ -1,0 +1,260 @@
+"""Journey model (shared encoder, heads, rare-item token), its masked loss, metrics and baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+from shopformer.data.journey import IGNORE
+from shopformer.models.attention import TransformerEncoder
+from shopformer.models.embedding import TokenEmbedding
+from shopformer.models.journey import JourneyModel
+from shopformer.models.journey_baselines import (
+    LogisticBaseline,
+    MajorityBaseline,
+    MarkovBaseline,
+    PrefixLabels,
+    SessionEvents,
+    prefix_features,
+)
+from shopformer.models.journey_loss import JourneyLoss
+from shopformer.models.journey_metrics import (
+    JourneyPredictions,
+    binary_metrics,
+    journey_metrics,
+    next_event_metrics,
+    tune_gamma,
+)
+from shopformer.models.losses import FullCrossEntropy
+
+N_ITEMS, N_TYPES, N_GAPS = 30, 4, 17  # types: pad, view, cart, purchase
+
+
+def _model(**kwargs) -> JourneyModel:
+    torch.manual_seed(0)
+    options = {
+        "dim": 16,
+        "max_len": 8,
+        "heads": 2,
+        "dropout": 0.0,
+        "n_event_types": N_TYPES,
+        "n_gap_buckets": N_GAPS,
+    }
+    return JourneyModel(N_ITEMS, **{**options, **kwargs}).eval()
+
+
+def _batch(b: int = 3, length: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "item_ids": torch.randint(1, N_ITEMS, (b, length), generator=g),
+        "event_types": torch.randint(1, N_TYPES, (b, length), generator=g),
+        "gap_buckets": torch.randint(1, N_GAPS, (b, length), generator=g),
+    }
+    for channel in batch.values():
+        channel[0, :2] = 0  # row 0 is left-padded
+    return batch
+
+
+def test_shares_the_recommenders_encoder_and_embedding():
+    model = _model()
+    assert isinstance(model.encoder, TransformerEncoder) and isinstance(model.embed, TokenEmbedding)
+    assert model.objective == "journey"
+
+
+def test_shapes_and_probabilities():
+    model, batch = _model(), _batch()
+    hidden = model(**batch)
+    assert hidden.shape == (3, 6, 16)
+    logits = model.heads(hidden)
+    assert logits.next_event.shape == (3, 6, N_TYPES - 1) and logits.conversion.shape == (3, 6)
+    events, conversion, abandonment = model.journey(**batch)
+    assert torch.allclose(events.sum(dim=1), torch.ones(3))
+    assert conversion.shape == abandonment.shape == (3,)
+    assert ((conversion > 0) & (conversion < 1)).all()
+    # the last-position path used in serving equals the full forward's last position
+    assert torch.allclose(model.encode(**batch), hidden[:, -1], atol=1e-5)
+
+
+def test_causal_heads_never_see_later_events():
+    model, batch = _model(), _batch()
+    before = model(**batch)[:, :3]
+    changed = {k: v.clone() for k, v in batch.items()}
+    for channel in changed.values():
+        channel[:, 3:] = torch.randint(1, 4, channel[:, 3:].shape)
+    assert torch.allclose(model(**changed)[:, :3], before, atol=1e-6)
+
+
+def test_rare_items_share_one_token():
+    model = _model(min_item_count=2)
+    counts = np.zeros(N_ITEMS, dtype=np.int64)
+    counts[1:10] = 5
+    counts[10:20] = 1
+    model.set_known_items(counts)
+    vectors = model.item_vectors()
+    assert torch.equal(vectors[12], vectors[15]) and not torch.equal(vectors[3], vectors[4])
+    assert torch.count_nonzero(vectors[0]) == 0  # padding
+    batch = _batch()
+    batch["item_ids"][:, -1] = 12
+    again = {**batch, "item_ids": batch["item_ids"].clone()}
+    again["item_ids"][:, -1] = 15
+    assert torch.allclose(model.encode(**batch), model.encode(**again))
+    with pytest.raises(ValueError, match="entries"):
+        model.set_known_items(counts[:5])
+
+
+def test_event_types_are_required():
+    with pytest.raises(ValueError, match="event-type channel"):
+        JourneyModel(N_ITEMS, n_event_types=0)
+
+
+def _labelled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    shape = batch["item_ids"].shape
+    out = dict(batch)
+    out["next_event"] = torch.randint(0, N_TYPES - 1, shape)
+    out["conversion"] = torch.randint(0, 2, shape)
+    out["abandonment"] = torch.full(shape, IGNORE)
+    out["abandonment"][:, -1] = 1
+    out["targets"] = torch.randint(1, N_ITEMS, shape)
+    out["next_event"][0, :2] = out["conversion"][0, :2] = IGNORE
+    return out
+
+
+@torch.no_grad()
+def test_loss_ignores_undefined_labels_and_weights_heads():
+    model, batch = _model(), _labelled(_batch())
+    loss = JourneyLoss(next_event=1.0, conversion=2.0, abandonment=0.5)
+    total, parts = loss(
+        model, model(**{k: batch[k] for k in ("item_ids", "event_types", "gap_buckets")}), batch
+    )
+    assert set(parts) == {"next_event", "conversion", "abandonment"}
+    assert total == pytest.approx(
+        float(parts["next_event"] + 2 * parts["conversion"] + 0.5 * parts["abandonment"])
+    )
+    hidden = model(**{k: batch[k] for k in ("item_ids", "event_types", "gap_buckets")})
+    mask = batch["conversion"] != IGNORE
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        model.heads(hidden).conversion[mask], batch["conversion"][mask].float()
+    )
+    assert float(parts["conversion"]) == pytest.approx(float(expected), rel=1e-5)
+    # no abandonment label at all: that head adds zero, still differentiable
+    batch["abandonment"][:] = IGNORE
+    with torch.enable_grad():
+        hidden = model(**{k: batch[k] for k in ("item_ids", "event_types", "gap_buckets")})
+        total, parts = loss(model, hidden, batch)
+    assert float(parts["abandonment"]) == 0.0 and total.requires_grad
+
+
+def test_next_item_head_is_optional():
+    model, batch = _model(), _labelled(_batch())
+    hidden = model(**{k: batch[k] for k in ("item_ids", "event_types", "gap_buckets")})
+    with_items = JourneyLoss(next_item=0.5, item_loss=FullCrossEntropy())
+    total, parts = with_items(model, hidden, batch)
+    assert "next_item" in parts and float(parts["next_item"].detach()) > 0
+    with pytest.raises(ValueError, match="item_loss"):
+        JourneyLoss(next_item=1.0)
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+
+
+def test_binary_metrics_agree_with_sklearn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    probs = np.clip(0.3 * labels + rng.uniform(0, 0.7, 500), 0.01, 0.99)
+    labels[:50] = IGNORE
+    got = binary_metrics(probs, labels)
+    keep = labels != IGNORE
+    assert got["n"] == 450 and got["positives"] == int(labels[keep].sum())
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(labels[keep], probs[keep]), abs=1e-6)
+    assert got["pr_auc"] == pytest.approx(average_precision_score(labels[keep], probs[keep]), abs=1e-6)
+    assert got["log_loss"] == pytest.approx(log_loss(labels[keep], probs[keep]), abs=1e-6)
+    # ECE by hand: |mean p - rate| weighted by bin size, 15 equal-width bins
+    p, y = probs[keep], labels[keep]
+    bins = np.minimum((p * 15).astype(int), 14)
+    ece = sum(abs(p[bins == b].mean() - y[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins))
+    assert got["ece"] == pytest.approx(ece, abs=1e-4)
+
+
+def test_binary_metrics_one_class_is_nan():
+    got = binary_metrics(np.array([0.2, 0.4]), np.array([1, 1]))
+    assert math.isnan(got["roc_auc"]) and math.isfinite(got["log_loss"])
+    assert binary_metrics(np.array([0.2]), np.array([IGNORE]))["n"] == 0
+
+
+def test_next_event_metrics_and_decision_rule():
+    rng = np.random.default_rng(1)
+    labels = rng.choice(3, 1000, p=[0.8, 0.15, 0.05])
+    probs = rng.dirichlet([1, 1, 1], 1000) * 0.5
+    probs[np.arange(1000), labels] += 0.2
+    probs[:, 0] += 0.6
+    probs /= probs.sum(axis=1, keepdims=True)
+    prior = np.array([0.8, 0.15, 0.05])
+    got = next_event_metrics(probs, labels, prior, gamma=1.0)
+    balanced = (probs / prior).argmax(axis=1)
+    assert got["macro_f1"] == pytest.approx(f1_score(labels, balanced, average="macro"), abs=1e-6)
+    assert got["macro_f1_argmax"] == pytest.approx(
+        f1_score(labels, probs.argmax(1), average="macro"), abs=1e-6
+    )
+    assert got["accuracy"] == pytest.approx((probs.argmax(1) == labels).mean())
+    assert got["log_loss"] == pytest.approx(log_loss(labels, probs), abs=1e-6)
+    gamma = tune_gamma(probs, labels, prior)
+    best = max(next_event_metrics(probs, labels, prior, g)["macro_f1"] for g in (0, 0.25, 0.5, 0.75, 1))
+    assert next_event_metrics(probs, labels, prior, gamma)["macro_f1"] == pytest.approx(best)
+
+
+def test_journey_metrics_are_flat_and_named():
+    preds = JourneyPredictions(np.full((4, 3), 1 / 3), np.full(4, 0.5), np.full(4, 0.5))
+    got = journey_metrics(preds, np.array([0, 1, 2, IGNORE]), np.array([0, 1, 0, 1]), np.full(4, IGNORE))
+    assert got["next_event_n"] == 3 and got["conversion_roc_auc"] == 0.5 and got["abandonment_n"] == 0
+
+
+# -- baselines ---------------------------------------------------------------------------------------
+
+
+def _events() -> tuple[SessionEvents, PrefixLabels]:
+    """Sessions 'view cart purchase' and 'view view': a Markov chain over types explains them."""
+    rng = np.random.default_rng(0)
+    event, ts, start, conv = [], [], [], []
+    for s in range(200):
+        kinds = [1, 2, 3] if s % 2 else [1, 1]
+        first = len(event)
+        event += kinds
+        ts += list(1000 * s + 30 * np.arange(len(kinds)) + rng.integers(0, 5, len(kinds)))
+        start += [first] * len(kinds)
+        conv += [1, 1, 0] if s % 2 else [0, 0]
+    event, ts, start = np.array(event), np.array(ts), np.array(start)
+    open_cart = np.zeros(len(event), dtype=bool)
+    open_cart[event == 2] = True
+    nxt = np.r_[event[1:], 0] - 1
+    nxt[np.r_[start[1:] != start[:-1], True]] = IGNORE
+    labels = PrefixLabels(np.arange(len(event)), nxt, np.array(conv), np.full(len(event), IGNORE))
+    return SessionEvents(event, ts, start, open_cart, n_event_types=4), labels
+
+
+def test_prefix_features_count_within_the_session():
+    events, labels = _events()
+    x = prefix_features(events, np.array([1, 4]))  # 2nd view of session 0, purchase of session 1
+    assert x[0, :3].tolist() == pytest.approx(np.log1p([2, 0, 0]).tolist())
+    assert x[1, :3].tolist() == pytest.approx(np.log1p([1, 1, 1]).tolist())
+    assert x[:, 3].tolist() == pytest.approx(np.log1p([2, 3]).tolist())  # session length so far
+
+
+def test_baselines_fit_and_predict():
+    events, labels = _events()
+    positions = labels.positions
+    majority = MajorityBaseline().fit(events, labels).predict(events, positions)
+    assert np.allclose(majority.next_event, majority.next_event[0]) and np.allclose(
+        majority.conversion.std(), 0
+    )
+    markov = MarkovBaseline(alpha=0.01).fit(events, labels).predict(events, positions)
+    cart = np.flatnonzero(events.event == 2)[0]
+    assert markov.next_event[cart].argmax() == 2  # after a cart comes the purchase
+    assert np.allclose(markov.next_event.sum(axis=1), 1.0)
+    logreg = LogisticBaseline().fit(events, labels).predict(events, positions)
+    keep = labels.conversion != IGNORE
+    assert roc_auc_score(labels.conversion[keep], logreg.conversion[keep]) > 0.9
+    assert np.allclose(logreg.abandonment, majority.abandonment)  # no abandonment labels: constant
