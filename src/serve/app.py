@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): recommend, batch, similar items, health, metadata, metrics, reload.
+"""The HTTP API (FastAPI): recommend, batch, similar items, journey scores, health, metadata, metrics, reload.
 
 Every bad request is answered 4xx with ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``
 naming the field; anything unexpected is logged and answered 500 as JSON. Endpoints are plain
@@ -24,10 +24,15 @@ from fastapi.responses import JSONResponse, Response
 
 from shopformer import __version__
 from shopformer.serve.bundle import BundleError
+from shopformer.serve.journey import JourneyScore, NoJourneyModel
 from shopformer.serve.metrics import MetricsMiddleware, ServingMetrics
 from shopformer.serve.recommender import Recommendation, Recommender
 from shopformer.serve.rules import RequestError
 from shopformer.serve.schemas import (
+    JourneyBatchIn,
+    JourneyBatchOut,
+    JourneyIn,
+    JourneyOut,
     RecommendBatchIn,
     RecommendBatchOut,
     RecommendIn,
@@ -112,6 +117,22 @@ def _add_model_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics) ->
         metrics.unknown_items.inc(len(result.unknown_items))
         return JSONResponse(_result(result, rec))
 
+    @app.post("/journey", response_model=JourneyOut, tags=["journey"])
+    def journey(body: JourneyIn) -> Response:
+        """Next-event-type, conversion and cart-abandonment probabilities after a session's last event."""
+        rec = slot.current
+        (result,) = _journeys(rec, [body], prefix=())
+        metrics.unknown_items.inc(len(result.unknown_items))
+        return JSONResponse(_journey_result(result, rec))
+
+    @app.post("/journey/batch", response_model=JourneyBatchOut, tags=["journey"])
+    def journey_batch(body: JourneyBatchIn) -> Response:
+        """Many sessions at once: one ONNX run for all of them."""
+        rec = slot.current
+        results = _journeys(rec, body.sessions, prefix=("sessions",))
+        metrics.unknown_items.inc(sum(len(r.unknown_items) for r in results))
+        return JSONResponse({"results": [_journey_result(r, rec) for r in results]})
+
     @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
         rec = slot.current
@@ -176,6 +197,28 @@ def _answer(rec: Recommender, bodies: list[RecommendIn], prefix: tuple) -> list[
         loc = exc.loc if prefix else exc.loc[1:]  # a single request has no batch position
         raise _unprocessable(RequestError(loc, exc.message), prefix) from None
     return results
+
+
+def _journeys(rec: Recommender, bodies: list[JourneyIn], prefix: tuple) -> list[JourneyScore]:
+    try:
+        return rec.journey_batch([b.as_session() for b in bodies])
+    except NoJourneyModel as exc:
+        raise HTTPException(404, exc.message) from None
+    except RequestError as exc:
+        loc = exc.loc if prefix else exc.loc[1:]
+        raise _unprocessable(RequestError(loc, exc.message), prefix) from None
+
+
+def _journey_result(result: JourneyScore, rec: Recommender) -> dict[str, Any]:
+    return {
+        "next_event_probs": result.event_probs,
+        "next_event_type": result.next_event_type,
+        "conversion": result.conversion,
+        "abandonment": result.abandonment,
+        "cart_open": result.cart_open,
+        "unknown_items": result.unknown_items,
+        "model": _model(rec),
+    }
 
 
 def _unprocessable(exc: RequestError, prefix: tuple) -> HTTPException:

@@ -2,6 +2,8 @@
 
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
+    shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
+        (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
 
 Errors a user can fix (missing file or column, bad bundle, bad argument) print one line on stderr
 and exit with status 2; set ``SHOPFORMER_DEBUG=1`` for a traceback of unexpected ones.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,7 +41,9 @@ SERVE_ARGS = {
     "cache_dir": (str, ""),
     "log_level": (str, "info"),
 }
+TASKS = ("recommend", "journey")
 RECOMMEND_ARGS = {
+    "task": (str, "recommend"),
     "bundle": (str, None),
     "input": (str, None),
     "output": (str, None),
@@ -112,6 +117,8 @@ def _serve(args: dict[str, Any]) -> None:
 def _recommend(args: dict[str, Any]) -> None:
     from shopformer.serve.recommender import Recommender
 
+    if args["task"] not in TASKS:
+        raise UsageError(f"task={args['task']!r}: expected one of {', '.join(TASKS)}")
     if args["k"] < 1 or args["batch_size"] < 1:
         raise UsageError(
             f"k and batch_size must be positive, got k={args['k']} batch_size={args['batch_size']}"
@@ -123,6 +130,9 @@ def _recommend(args: dict[str, Any]) -> None:
         faiss_threads=args["faiss_threads"],
         cache_dir=args["cache_dir"] or None,
     )
+    if args["task"] == "journey":
+        _journey_scores(rec, table, args)
+        return
     advance, close = progress_bar(len(table))
     try:
         frame, report = score_sessions(
@@ -142,6 +152,30 @@ def _recommend(args: dict[str, Any]) -> None:
         f"{report.sessions} sessions -> {report.rows} rows in {args['output']} "
         f"({report.with_unknown} with unknown items, {report.unanswered} with no known item) "
         f"in {report.seconds:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def _journey_scores(rec, table, args: dict[str, Any]) -> None:
+    from shopformer.serve.journey import score_journey_table
+
+    started = time.perf_counter()
+    advance, close = progress_bar(len(table))
+    try:
+        frame = score_journey_table(rec, table, batch_size=args["batch_size"], progress=advance)
+    except RequestError as exc:
+        row, *field = exc.loc
+        column = field[0] if field else "?"
+        raise InputError(
+            f"input {args['input']}: session {table.ids.iloc[row]!r}, {column}: {exc.message}"
+        ) from None
+    finally:
+        close()
+    write_recommendations(frame, args["output"])
+    scored = int(frame["conversion"].notna().sum())
+    print(
+        f"{len(frame)} sessions -> {args['output']} ({scored} scored, "
+        f"{len(frame) - scored} with no known item) in {time.perf_counter() - started:.1f} s",
         file=sys.stderr,
     )
 

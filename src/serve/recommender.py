@@ -32,6 +32,7 @@ from shopformer.data.features import GAP_PAD, gap_buckets
 from shopformer.data.vocab import PAD, PAD_TOKEN, encode_events
 from shopformer.serve.bundle import INDEX, BundleError, BundleFiles, open_bundle
 from shopformer.serve.index import SEARCH_PARAMETERS, IndexConfigError, read_index, search
+from shopformer.serve.journey import JourneyScore, JourneyScorer, score_journeys
 from shopformer.serve.rules import Filters, ItemAttributes, RequestError, Rules
 
 ITEM_IDS, EVENT_TYPES, GAP_BUCKETS = "item_ids", "event_types", "gap_buckets"
@@ -97,6 +98,8 @@ class Recommender:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.output = _query_output(self.session)
         self._check_inputs(bundle)
+        # The journey heads (journey.onnx), when the bundle has them: see shopformer.serve.journey.
+        self.journey = JourneyScorer(bundle, threads, self.inputs) if bundle.journey_path else None
         faiss.omp_set_num_threads(max(1, int(faiss_threads)))
         self.index = _read_index(bundle, index_params)
 
@@ -196,6 +199,10 @@ class Recommender:
         for row, (found, found_scores) in enumerate(self.retrieve(queries, plans)):
             ids[row, : found.size], scores[row, : found.size] = found, found_scores
         return ids, scores
+
+    def journey_batch(self, sessions: Sequence[Session | Mapping[str, Any]]) -> list[JourneyScore]:
+        """Next-event-type, conversion and abandonment probabilities per session (needs journey.onnx)."""
+        return score_journeys(self, sessions)
 
     def similar(
         self, item_id: Any, k: int = 10, filters: Mapping[str, Any] | Filters | None = None

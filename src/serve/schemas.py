@@ -102,3 +102,42 @@ class RecommendOut(BaseModel):
 
 class RecommendBatchOut(BaseModel):
     results: list[RecommendOut]
+
+
+class JourneyIn(_Body):
+    """One session, oldest event first; event_types / timestamps, when given, have one entry per item."""
+
+    items: list[RawId] = Field(
+        min_length=1, max_length=MAX_HISTORY, description="raw item ids of the session, oldest first"
+    )
+    event_types: list[Name] | None = Field(
+        None, max_length=MAX_HISTORY, description="one event type name per item (default: view)"
+    )
+    timestamps: list[StrictInt] | None = Field(
+        None, max_length=MAX_HISTORY, description="unix seconds per item, oldest first (needed for time gaps)"
+    )
+
+    def as_session(self) -> dict[str, Any]:
+        return {"items": self.items, "event_types": self.event_types, "timestamps": self.timestamps}
+
+
+class JourneyBatchIn(_Body):
+    sessions: list[JourneyIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class JourneyOut(BaseModel):
+    next_event_probs: dict[str, float] | None = Field(
+        description="probability of each event type being the session's next event (sums to 1)"
+    )
+    next_event_type: str | None
+    conversion: float | None = Field(description="probability that a purchase follows in this session")
+    abandonment: float | None = Field(
+        description="probability that the open cart ends without a purchase; null without an open cart"
+    )
+    cart_open: bool
+    unknown_items: list[int | str]
+    model: ModelRef
+
+
+class JourneyBatchOut(BaseModel):
+    results: list[JourneyOut]
