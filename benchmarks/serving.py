@@ -1,0 +1,847 @@
+"""Serving performance side by side: encoder latency, FAISS on a 1M-item catalogue, HTTP under load.
+
+    SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/serving.py [--ckpt F | --bundle D] [--quick]
+
+1. Encoder latency on an ML-1M bundle (SASRec, D=64, max_len 200): the ONNX encoder through
+   onnxruntime vs the same model in torch eager, batch 1 and 256 of real ML-1M histories cut /
+   left-padded to 200 items, and the whole ``Recommender.recommend`` call (encode + FAISS + rules).
+   ``--ckpt``: a trained checkpoint, exported to a temporary bundle (Flat index).
+   ``--bundle``: an existing bundle (the torch rows need ``--ckpt`` as well).
+   Neither: an untrained SASRec on ML-1M (latency does not depend on the weights).
+2. FAISS: Flat, IVF and HNSW32 on a synthetic catalogue (``--catalog`` rows: a Gaussian kernel
+   density estimate of the bundle's item vectors) and on the ML-1M items themselves; the queries are real
+   ML-1M query vectors (encoded test histories). Builds use 2 FAISS threads, batch-1 latency 1.
+3. HTTP on loopback: ``shopformer-serve`` as a subprocess (and, to see what else would help, the
+   same app under ``uvicorn --workers 2`` and / or with ``/recommend`` as ``async def``: ``--servers``),
+   ``POST /recommend`` with real ML-1M histories (raw ids, 50-200 items, k=10, exclude_seen) from
+   client threads (one keep-alive connection each), closed loop (each client sends its next request
+   when the last one is answered) and open loop (requests at a fixed rate, latency counted from the
+   scheduled send time). CPU ms / request: the server's process group and this (client) process,
+   from /proc. uvicorn picks httptools / uvloop when they are importable (not project dependencies;
+   e.g. ``PYTHONPATH=<dir with them>``); the table says which it used.
+
+Prints a header line and one Markdown table per section on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_LEN = 200
+K_RECALL = 100
+BUNDLE_ENV = "SHOPFORMER_BENCH_BUNDLE"  # read by app_from_env() in uvicorn worker processes
+THREADS_ENV = "SHOPFORMER_BENCH_THREADS"
+ASYNC_ENV = "SHOPFORMER_BENCH_ASYNC"
+STARTUP_SECONDS = 180.0  # the box may be busy: loading imports + bundle can take a while
+HEADERS = {"Content-Type": "application/json"}
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pct(values_ms: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(p50, p99) of latencies in ms."""
+    p50, p99 = np.percentile(np.asarray(values_ms, dtype=np.float64), [50, 99])
+    return float(p50), float(p99)
+
+
+def time_calls(fn: Callable[[Any], Any], inputs: Sequence[Any], warmup: int = 5) -> np.ndarray:
+    """Milliseconds of ``fn(x)`` for each ``x`` in ``inputs`` (after ``warmup`` untimed calls)."""
+    for x in inputs[:warmup]:
+        fn(x)
+    out = np.empty(len(inputs))
+    for i, x in enumerate(inputs):
+        started = time.perf_counter()
+        fn(x)
+        out[i] = (time.perf_counter() - started) * 1e3
+    return out
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header(argv: Sequence[str]) -> str:
+    """Date, machine, load, library versions and the exact command."""
+    import faiss
+    import onnxruntime
+    import torch
+
+    env = f"SHOPFORMER_DATA={os.environ['SHOPFORMER_DATA']} " if "SHOPFORMER_DATA" in os.environ else ""
+    command = env + " ".join(shlex.quote(a) for a in [".venv/bin/python", *argv])
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M')}; nproc {os.cpu_count()}, {cpu_model()}, load average {load} "
+        f"at start; onnxruntime {onnxruntime.__version__}, faiss {faiss.__version__}, torch "
+        f"{torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}\n\n"
+        f"command: `{command}`"
+    )
+
+
+# -- the ML-1M bundle, model and histories ----------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """The bundle under test, the torch model behind it (if any), and ML-1M histories."""
+
+    bundle: Path
+    model: Any | None  # a SequenceRecommender, or None (no torch rows)
+    how: str
+    histories: np.ndarray  # internal ids [n_users, MAX_LEN], left-padded, test histories
+    raw_ids: np.ndarray  # raw id of each internal id (row 0: padding)
+
+
+def cache_dir() -> str:
+    return os.environ.get("SHOPFORMER_CACHE", ".cache/shopformer")
+
+
+def default_datamodule():
+    """ML-1M (the SASRec file), max_len 200: the dataset of the ``sasrec_ml1m`` experiment."""
+    from shopformer.data.datamodule import SequenceDataModule
+    from shopformer.data.sources import SasrecTxtSource
+    from shopformer.data.store import DatasetSpec
+
+    dm = SequenceDataModule(DatasetSpec("ml1m", SasrecTxtSource()), cache_dir=cache_dir(), max_len=MAX_LEN)
+    dm.setup()
+    return dm
+
+
+def from_checkpoint(ckpt: str):
+    """(model, datamodule) of a training checkpoint."""
+    from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
+    from shopformer.train.config import build_datamodule
+
+    checkpoint = load_checkpoint(ckpt)
+    cfg = checkpoint_config(checkpoint)
+    cfg.paths.cache_dir = cache_dir()
+    dm = build_datamodule(cfg)
+    dm.setup()
+    return restore_model(checkpoint, cfg, dm), dm, cfg, checkpoint
+
+
+def untrained_sasrec(dm):
+    import torch
+
+    from shopformer.models.sasrec import SASRec
+
+    torch.manual_seed(0)
+    return SASRec(dm.n_items, dim=64, max_len=MAX_LEN, n_blocks=2, heads=1, dropout=0.2).eval()
+
+
+def export_to(model, dm, out: Path, cfg=None, checkpoint=None) -> Path:
+    """The bundle of ``model`` (Flat index) at ``out``, via the export module."""
+    from shopformer.train.export import eval_histories, export_bundle, export_run
+
+    if cfg is not None:
+        return export_run(
+            model,
+            cfg,
+            dm,
+            out,
+            version="bench",
+            index={"factory": "Flat"},
+            commit=(checkpoint or {}).get("shopformer_git_commit"),
+        )
+    return export_bundle(
+        model,
+        dm.data.item_vocab,
+        out,
+        name="shopformer-bench-untrained",
+        version="bench",
+        histories=eval_histories(dm, "test", 1000),
+        max_len=MAX_LEN,
+    )
+
+
+def test_histories(dm) -> np.ndarray:
+    """Every test history (the events before each user's test target), last MAX_LEN, left-padded."""
+    from shopformer.data.batches import gather_windows
+
+    test = dm.test_set
+    return gather_windows(dm.tokens.item, test.starts, test.ends, MAX_LEN).astype(np.int64)
+
+
+def raw_id_table(dm) -> np.ndarray:
+    vocab = dm.data.item_vocab.sort_values("item")
+    raw = np.empty(dm.n_items, dtype=object)
+    raw[vocab["item"].to_numpy()] = [v.item() if isinstance(v, np.generic) else v for v in vocab["item_id"]]
+    return raw
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> Setup:
+    """Export (or open) the bundle and load the torch model and the ML-1M test histories."""
+    model = cfg = checkpoint = None
+    if args.ckpt:
+        log(f"loading checkpoint {args.ckpt}")
+        model, dm, cfg, checkpoint = from_checkpoint(args.ckpt)
+    else:
+        dm = default_datamodule()
+    if args.bundle:
+        bundle, how = Path(args.bundle), f"bundle {args.bundle}"
+        check_bundle_matches(bundle, dm)
+    else:
+        if model is None:
+            model, how = untrained_sasrec(dm), "untrained SASRec (2 blocks, d=64, max_len 200), exported"
+        else:
+            how = f"checkpoint {args.ckpt}, exported"
+        log("exporting the bundle (ONNX export + parity check)")
+        bundle = export_to(model, dm, workdir / "bundle", cfg, checkpoint)
+    return Setup(bundle, model, how, test_histories(dm), raw_id_table(dm))
+
+
+def check_bundle_matches(bundle: Path, dm) -> None:
+    """Refuse a bundle whose vocabulary is not the ML-1M dataset's (histories would be wrong)."""
+    import pyarrow.parquet as pq
+
+    vocab = pq.read_table(bundle / "vocab.parquet").to_pandas()
+    ours = dm.data.item_vocab.sort_values("item")["item_id"].to_numpy()
+    if len(vocab) != len(ours) or not np.array_equal(vocab["item_id"].to_numpy(), ours):
+        sys.exit(f"error: {bundle} was not exported from the ML-1M dataset this benchmark reads")
+
+
+def longest(histories: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` histories with the most real items (ties: dataset order)."""
+    lengths = (histories > 0).sum(axis=1)
+    return histories[np.argsort(-lengths, kind="stable")[:n]]
+
+
+def spread(histories: np.ndarray, n: int) -> np.ndarray:
+    """``n`` histories evenly spread over the dataset (as the export's recall queries)."""
+    picks = np.unique(np.linspace(0, len(histories) - 1, min(n, len(histories))).astype(np.int64))
+    return histories[picks]
+
+
+# -- 1. encoder latency -----------------------------------------------------------------------------
+
+
+def ort_session(path: Path, threads: int):
+    """An onnxruntime session configured as serving configures it (sequential, 1 inter-op thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def encoder_rows(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
+    """p50 / p99 of onnxruntime and torch eager at batch 1 and 256 (1 and 2 threads at 256)."""
+    import torch
+
+    full = longest(setup.histories, max(args.batch1_calls, 256))
+    singles = [full[i % len(full)][None] for i in range(args.batch1_calls)]
+    batch = full[:256]
+    batches = [np.roll(batch, i, axis=0) for i in range(args.batch256_calls)]
+    real = int((batch > 0).sum(axis=1).min())
+    rows = []
+    for inputs, threads, note in (
+        (singles, 1, f"1 x {MAX_LEN}"),
+        (batches, 1, f"256 x {MAX_LEN}"),
+        (batches, 2, f"256 x {MAX_LEN}"),
+    ):
+        session = ort_session(setup.bundle / "encoder.onnx", threads)
+        name = session.get_inputs()[0].name
+        log(f"encoder: onnxruntime {note}, {threads} thread(s), {len(inputs)} calls")
+        ort_ms = time_calls(lambda x, s=session, n=name: s.run(None, {n: x}), inputs)
+        torch_ms = None
+        if setup.model is not None:
+            log(f"encoder: torch eager {note}, {threads} thread(s)")
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                torch_ms = time_calls(lambda x: setup.model.encode(torch.from_numpy(x)), inputs)
+        rows.append(encoder_row(note, threads, len(inputs), ort_ms, torch_ms))
+    torch.set_num_threads(1)
+    log(f"encoder inputs: the {len(full)} longest test histories; the shortest of the 256 has {real} items")
+    return rows
+
+
+def encoder_row(note: str, threads: int, calls: int, ort_ms, torch_ms) -> list[Any]:
+    o50, o99 = pct(ort_ms)
+    row = [note, threads, calls, f"{o50:.2f}", f"{o99:.2f}"]
+    if torch_ms is None:
+        return [*row, "-", "-", "-"]
+    t50, t99 = pct(torch_ms)
+    return [*row, f"{t50:.2f}", f"{t99:.2f}", f"{t50 / o50:.2f}x"]
+
+
+def recommend_rows(setup: Setup, rec, args: argparse.Namespace) -> list[list[Any]]:
+    """``Recommender.recommend`` (raw ids in, raw ids out) at batch 1: p50 / p99."""
+    full = longest(setup.histories, args.batch1_calls)
+    sessions = [setup.raw_ids[row[row > 0]].tolist() for row in full]
+    index = rec.manifest["index"]["factory"]
+    log(f"Recommender.recommend: {len(sessions)} calls")
+    ms = time_calls(lambda items: rec.recommend(items, k=10, exclude_seen=True), sessions)
+    p50, p99 = pct(ms)
+    name = f"Recommender.recommend, 1 x {MAX_LEN} raw ids, k=10, exclude_seen, FAISS {index}"
+    target = f"target p99 <= 3 ms: {'met' if p99 <= 3.0 else 'missed'}"
+    return [[name, 1, len(ms), f"{p50:.2f}", f"{p99:.2f}", "-", "-", target]]
+
+
+# -- 2. FAISS ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexSpec:
+    """One index to build and the search settings to measure it at."""
+
+    name: str
+    factory: str
+    param: str | None = None  # nprobe / efSearch
+    values: Sequence[int] = ()
+    train_points: int | None = None  # IVF: train on this many (random) vectors instead of all
+
+
+def synthetic_catalogue(items: np.ndarray, n: int, noise: float, seed: int = 0) -> np.ndarray:
+    """``n`` item vectors (plus padding row 0) that look like ``items``: random real items + noise.
+
+    A Gaussian kernel density estimate of the real items: each new vector is a random real item
+    plus N(0, noise^2 * C), C the real items' covariance, so the noise has the data's principal
+    axes (not 64 equal, independent directions, which would make neighbourhoods look random).
+    """
+    real = items[1:].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    shape = noise * np.linalg.cholesky(np.cov(real.T) + 1e-9 * np.eye(real.shape[1]))
+    out = np.zeros((n + 1, real.shape[1]), dtype=np.float32)
+    for lo in range(1, n + 1, 200_000):
+        hi = min(n + 1, lo + 200_000)
+        base = real[rng.integers(0, len(real), hi - lo)]
+        out[lo:hi] = base + rng.standard_normal(base.shape) @ shape.T
+    return out
+
+
+def build(items: np.ndarray, spec: IndexSpec):
+    """(index, seconds): ``build_index`` for Flat / HNSW; IVF trained on a sample, then all added."""
+    import faiss
+
+    from shopformer.serve.index import build_index
+
+    started = time.perf_counter()
+    if spec.train_points is None or spec.train_points >= len(items) - 1:
+        index = build_index(items, spec.factory)
+    else:
+        vectors = np.ascontiguousarray(items[1:])
+        index = faiss.index_factory(vectors.shape[1], spec.factory, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(1).choice(len(vectors), spec.train_points, replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.add(vectors)
+    return index, time.perf_counter() - started
+
+
+def recall(truth: np.ndarray, found: np.ndarray) -> float:
+    """Recall@k of ``found`` against ``truth`` (both [n, k] ids), as ``measure_recall`` computes it."""
+    hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
+    return hits / truth.size
+
+
+def search_latency(index, queries: np.ndarray, k: int) -> np.ndarray:
+    """Per-query ms at batch 1 with one FAISS thread (as serving searches)."""
+    import faiss
+
+    from shopformer.serve.index import search
+
+    faiss.omp_set_num_threads(1)
+    try:
+        return time_calls(lambda q: search(index, q, k), [q[None] for q in queries])
+    finally:
+        faiss.omp_set_num_threads(2)
+
+
+def faiss_rows(
+    label: str, items: np.ndarray, queries: np.ndarray, specs: Sequence[IndexSpec], flat_queries: int
+) -> list[list[Any]]:
+    """Build time, batch-1 latency, recall@100 vs Flat and speed-up vs Flat for every spec / setting."""
+    import faiss
+
+    from shopformer.serve.index import search, set_search_params
+
+    faiss.omp_set_num_threads(2)
+    k = min(K_RECALL, len(items) - 1)
+    rows, flat_p50, truth = [], None, None
+    for spec in specs:
+        log(f"FAISS {label}: building {spec.factory}")
+        index, seconds = build(items, spec)
+        for value in spec.values or [None]:
+            if value is not None:
+                set_search_params(index, {spec.param: value})
+            _, found = search(index, queries, k)  # batch search (2 threads): recall only
+            truth = found if truth is None else truth
+            n = flat_queries if spec.factory == "Flat" else len(queries)
+            log(f"FAISS {label}: {spec.factory} {spec.param or ''}={value or ''}: latency on {n} queries")
+            p50, p99 = pct(search_latency(index, queries[:n], k))
+            flat_p50 = p50 if flat_p50 is None else flat_p50
+            setting = f"{spec.param}={value}" if value is not None else "exact"
+            rows.append(
+                [
+                    label,
+                    spec.name,
+                    setting,
+                    f"{seconds:.1f}",
+                    f"{p50:.3f}",
+                    f"{p99:.3f}",
+                    f"{recall(truth, found):.4f}",
+                    f"{flat_p50 / p50:.1f}x",
+                ]
+            )
+        del index
+    return rows
+
+
+def catalogue_specs(n: int, nlist: int, quick: bool) -> list[IndexSpec]:
+    ivf = IndexSpec(
+        f"IVF{nlist},Flat (trained on {min(n, 40 * nlist):,} random items)",
+        f"IVF{nlist},Flat",
+        "nprobe",
+        (16, 32, 64) if quick else (16, 32, 64, 128),
+        train_points=min(n, 40 * nlist),
+    )
+    hnsw = IndexSpec("HNSW32 (efConstruction 40)", "HNSW32", "efSearch", (64, 128, 256, 512, 1024))
+    return [IndexSpec("Flat", "Flat"), ivf, hnsw]
+
+
+def small_specs(n_items: int) -> list[IndexSpec]:
+    nlist = max(1, int(round(np.sqrt(n_items) / 8)) * 8)  # IVF4096 cannot train on 3,415 items
+    return [
+        IndexSpec("Flat", "Flat"),
+        IndexSpec(f"IVF{nlist},Flat", f"IVF{nlist},Flat", "nprobe", (4, 8, 16)),
+        IndexSpec("HNSW32 (efConstruction 40)", "HNSW32", "efSearch", (64, 128, 256)),
+    ]
+
+
+def query_vectors(rec, histories: np.ndarray, n: int) -> np.ndarray:
+    """Real ML-1M query vectors: the bundle's encoder on ``n`` test histories spread over users."""
+    picks = spread(histories, n)
+    return np.concatenate(
+        [rec.query_vectors({"item_ids": picks[i : i + 256]}) for i in range(0, len(picks), 256)]
+    )
+
+
+def noise_note(items: np.ndarray, noise: float) -> str:
+    """How big the synthetic noise is next to the real items' nearest-neighbour distances."""
+    real = items[1:].astype(np.float64)
+    sq = (real**2).sum(axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2 * real @ real.T
+    np.fill_diagonal(d2, np.inf)
+    nearest = float(np.median(np.sqrt(np.maximum(d2.min(axis=1), 0))))
+    norm = noise * float(np.sqrt(np.trace(np.cov(real.T))))
+    return (
+        f"synthetic = random ML-1M item vector + N(0, {noise:g}^2 x covariance of the real items): noise "
+        f"norm ~{norm:.2f} vs median nearest-neighbour distance {nearest:.2f} between real items"
+    )
+
+
+def faiss_section(setup: Setup, rec, args: argparse.Namespace) -> tuple[list[list[Any]], str]:
+    """Rows for the ML-1M items and the synthetic catalogue, and a note on how it was drawn."""
+    log(f"encoding {args.queries} query histories")
+    queries = query_vectors(rec, setup.histories, args.queries)
+    items = rec.items
+    rows = faiss_rows(f"ML-1M items ({len(items) - 1:,})", items, queries, small_specs(len(items) - 1), 1000)
+    log(f"synthetic catalogue: {args.catalog:,} items (noise {args.noise})")
+    catalogue = synthetic_catalogue(items, args.catalog, args.noise)
+    specs = catalogue_specs(args.catalog, args.ivf_nlist, args.quick)
+    label = f"synthetic {args.catalog:,}"
+    rows += faiss_rows(label, catalogue, queries, specs, args.flat_latency_queries)
+    return rows, noise_note(items, args.noise)
+
+
+# -- 3. HTTP ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One way of running the HTTP service."""
+
+    name: str
+    workers: int = 1
+    async_endpoint: bool = False  # /recommend as ``async def`` (benchmark-only app), not the CLI
+
+
+SERVERS = {
+    "cli": ServerSpec("shopformer-serve (uvicorn, 1 worker, `def` endpoint)"),
+    "workers2": ServerSpec("uvicorn --workers 2 (same app)", workers=2),
+    "async": ServerSpec("1 worker, /recommend as `async def` (benchmark-only route)", async_endpoint=True),
+    "async2": ServerSpec("uvicorn --workers 2, `async def` /recommend", workers=2, async_endpoint=True),
+}
+
+
+def app_from_env():
+    """uvicorn ``--factory`` entry point of the server variants ``shopformer-serve`` cannot start:
+    several workers, or /recommend as ``async def`` (run on the event loop, no thread-pool hop)."""
+    from shopformer.serve.app import create_app
+
+    app = create_app(os.environ[BUNDLE_ENV], threads=int(os.environ.get(THREADS_ENV, "1")))
+    if os.environ.get(ASYNC_ENV) == "1":
+        replace_with_async_recommend(app)
+    return app
+
+
+def replace_with_async_recommend(app) -> None:
+    """Swap the app's ``def`` /recommend route for an ``async def`` one giving the same answer."""
+    from fastapi.responses import JSONResponse
+
+    from shopformer.serve.schemas import RecommendIn
+
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/recommend"]
+
+    async def recommend(body):
+        rec = app.state.slot.current
+        (result,) = rec.recommend_batch([body.as_session()])
+        items = [{"item_id": item, "score": score} for item, score in result.items]
+        model = {"name": rec.name, "version": rec.version}
+        return JSONResponse({"items": items, "unknown_items": result.unknown_items, "model": model})
+
+    # Real classes, not the strings ``from __future__ import annotations`` would leave for FastAPI.
+    recommend.__annotations__ = {"body": RecommendIn, "return": JSONResponse}
+    app.post("/recommend")(recommend)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command(spec: ServerSpec, bundle: Path, port: int, threads: int) -> list[str]:
+    if spec.workers == 1 and not spec.async_endpoint:
+        serve = Path(sys.executable).with_name("shopformer-serve")
+        command = [str(serve)] if serve.exists() else [sys.executable, "-m", "shopformer.serve.cli"]
+        return [*command, f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
+    command = [sys.executable, "-m", "uvicorn", "--factory", f"{Path(__file__).stem}:app_from_env"]
+    command += ["--app-dir", str(Path(__file__).resolve().parent), "--host", "127.0.0.1"]
+    return [*command, "--port", str(port), "--workers", str(spec.workers), "--log-level", "warning"]
+
+
+def start_server(spec: ServerSpec, bundle: Path, threads: int) -> tuple[subprocess.Popen, int]:
+    """The server in its own process group, once it answers /health; (process, port)."""
+    port = free_port()
+    command = server_command(spec, bundle, port, threads)
+    env = {**os.environ, BUNDLE_ENV: str(bundle), THREADS_ENV: str(threads)}
+    env[ASYNC_ENV] = "1" if spec.async_endpoint else "0"
+    server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode}: {shlex.join(command)}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return server, port
+        except OSError:
+            time.sleep(0.3)
+    stop_server(server)
+    raise RuntimeError(f"the server did not answer /health within {STARTUP_SECONDS:.0f} s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's own process group (uvicorn workers included), SIGKILL after 15 s."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid`` (from /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ..., utime (11), stime (12)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def request_bodies(setup: Setup, n: int = 2000) -> list[bytes]:
+    """``/recommend`` bodies: real test histories of 50-200 items as raw ids, k=10, exclude_seen."""
+    rows = [row[row > 0] for row in setup.histories]
+    rows = [row for row in rows if len(row) >= 50][:n]
+    return [
+        json.dumps({"items": setup.raw_ids[row].tolist(), "k": 10, "exclude_seen": True}).encode()
+        for row in rows
+    ]
+
+
+@dataclass
+class LoadResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+
+class Schedule:
+    """Hands out request slots until ``total`` are taken or ``seconds`` pass; with ``rate``, each slot
+    has a send time (open loop), else it is sent at once (closed loop)."""
+
+    def __init__(self, total: int, seconds: float, rate: float | None) -> None:
+        self.total, self.rate, self.taken = total, rate, 0
+        self.start = time.perf_counter()
+        self.deadline = self.start + seconds
+        self.lock = threading.Lock()
+
+    def take(self) -> tuple[int, float] | None:
+        with self.lock:
+            now = time.perf_counter()
+            if self.taken >= self.total or now >= self.deadline:
+                return None
+            slot, self.taken = self.taken, self.taken + 1
+        return slot, now if self.rate is None else self.start + slot / self.rate
+
+
+def client(port: int, bodies: list[bytes], schedule: Schedule, result: LoadResult, lock: threading.Lock):
+    """One client: a keep-alive connection, POST /recommend until the schedule runs out."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies, errors, first = [], 0, ""
+    while (slot := schedule.take()) is not None:
+        i, send_at = slot
+        if (wait := send_at - time.perf_counter()) > 0:
+            time.sleep(wait)
+        started = send_at if schedule.rate else time.perf_counter()
+        try:
+            conn.request("POST", "/recommend", bodies[i % len(bodies)], HEADERS)
+            response = conn.getresponse()
+            payload = response.read()
+            ok = response.status == 200
+            if not ok and not first:
+                first = f"HTTP {response.status}: {payload[:200]!r}"
+        except (OSError, http.client.HTTPException) as exc:
+            ok, first = False, first or f"{type(exc).__name__}: {exc}"
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        latencies.append((time.perf_counter() - started) * 1e3)
+        errors += not ok
+    conn.close()
+    with lock:
+        result.latencies_ms += latencies
+        result.errors += errors
+        result.first_error = result.first_error or first
+
+
+def load_test(
+    server: subprocess.Popen,
+    port: int,
+    bodies: list[bytes],
+    clients: int,
+    requests: int,
+    seconds: float,
+    rate: float | None = None,
+) -> LoadResult:
+    """``clients`` threads sending ``requests`` requests at most, for ``seconds`` at most; also the
+    CPU time the server's processes and this (client) process spent meanwhile."""
+    result, lock = LoadResult(), threading.Lock()
+    schedule = Schedule(requests, seconds, rate)  # shared by all clients
+    threads = [
+        threading.Thread(target=client, args=(port, bodies[c:] + bodies[:c], schedule, result, lock))
+        for c in range(clients)
+    ]
+    server_cpu, client_cpu = group_cpu_seconds(server.pid), time.process_time()
+    result.started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.finished = time.perf_counter()
+    result.server_cpu_s = group_cpu_seconds(server.pid) - server_cpu
+    result.client_cpu_s = time.process_time() - client_cpu
+    return result
+
+
+def http_row(server: str, mode: str, clients: int, result: LoadResult) -> list[Any]:
+    n = len(result.latencies_ms)
+    seconds = result.finished - result.started
+    p50, p99 = pct(result.latencies_ms) if n else (float("nan"), float("nan"))
+    throughput = n / seconds if seconds > 0 else 0.0
+    errors = f"{result.errors}" + (f" ({result.first_error})" if result.first_error else "")
+    floor = f"{clients / throughput * 1e3:.1f}" if mode == "closed loop" and throughput else "-"
+    cpu = f"{result.server_cpu_s / max(n, 1) * 1e3:.2f} / {result.client_cpu_s / max(n, 1) * 1e3:.2f}"
+    numbers = [f"{seconds:.1f}", f"{throughput:.0f}", f"{p50:.1f}", f"{p99:.1f}", floor, cpu]
+    return [server, mode, clients, n, *numbers, errors]
+
+
+def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
+    """Per server variant: closed loop at ``--http-clients`` clients; for the CLI server also 1 client
+    (service time) and an open loop at half the closed-loop rate (or ``--http-rate``)."""
+    bodies = request_bodies(setup)
+    rows = []
+    for key in args.servers:
+        spec = SERVERS[key]
+        name = f"{spec.name}, threads={args.server_threads}"
+        log(f"HTTP: starting {name}")
+        server, port = start_server(spec, setup.bundle, args.server_threads)
+        try:
+            load_test(server, port, bodies, 4, 100, 30.0)  # warm-up: sessions, thread pool, allocator
+            if key == "cli":
+                log("HTTP: 1 client")
+                one = load_test(server, port, bodies, 1, min(500, args.http_requests), args.http_seconds / 3)
+                rows.append(http_row(name, "closed loop", 1, one))
+            log(f"HTTP: {args.http_clients} clients, closed loop")
+            closed = load_test(server, port, bodies, args.http_clients, args.http_requests, args.http_seconds)
+            rows.append(http_row(name, "closed loop", args.http_clients, closed))
+            if key == "cli":
+                measured = len(closed.latencies_ms) / (closed.finished - closed.started)
+                rate = args.http_rate or max(1.0, round(0.5 * measured))
+                log(f"HTTP: {args.http_clients} clients, open loop at {rate:.0f} req/s")
+                seconds = args.http_seconds / 2
+                opened = load_test(
+                    server, port, bodies, args.http_clients, int(rate * seconds), seconds, rate
+                )
+                rows.append(http_row(name, f"open loop, {rate:.0f} req/s offered", args.http_clients, opened))
+        finally:
+            stop_server(server)
+    return rows
+
+
+def http_stack() -> str:
+    """What uvicorn's ``auto`` picks here: httptools or h11, uvloop or asyncio."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11 (no httptools)"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio (no uvloop)"
+    return f"uvicorn HTTP parser {http}, event loop {loop}"
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="trained ML-1M checkpoint (exported to a temporary bundle)")
+    parser.add_argument("--bundle", help="existing ML-1M bundle directory (torch rows need --ckpt too)")
+    parser.add_argument("--quick", action="store_true", help="100k catalogue, fewer calls and requests")
+    parser.add_argument("--catalog", type=int, help="synthetic catalogue size (default 1,000,000)")
+    parser.add_argument("--noise", type=float, default=0.5, help="synthetic noise scale (x item covariance)")
+    parser.add_argument("--queries", type=int, default=1000, help="real query vectors for FAISS")
+    parser.add_argument("--ivf-nlist", type=int, help="IVF lists on the synthetic catalogue (default 4096)")
+    parser.add_argument("--flat-latency-queries", type=int, help="batch-1 Flat searches timed (default 200)")
+    parser.add_argument("--batch1-calls", type=int, help="timed batch-1 encoder calls (default 300)")
+    parser.add_argument("--batch256-calls", type=int, help="timed batch-256 encoder calls (default 20)")
+    parser.add_argument("--http-requests", type=int, help="request cap per load test (default 3000)")
+    parser.add_argument("--http-seconds", type=float, help="time cap per load test (default 30)")
+    parser.add_argument("--http-clients", type=int, default=32)
+    parser.add_argument("--http-rate", type=float, help="open-loop rate (default: half the closed-loop rate)")
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    parser.add_argument("--server-threads", type=int, default=1, help="onnxruntime intra-op threads (server)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["encoder", "faiss", "http"])
+    args = parser.parse_args(argv)
+    if args.ckpt and not Path(args.ckpt).is_file():
+        parser.error(f"--ckpt {args.ckpt}: no such file")
+    defaults = {
+        "catalog": (1_000_000, 100_000),
+        "ivf_nlist": (4096, 1024),
+        "flat_latency_queries": (200, 100),
+        "batch1_calls": (300, 100),
+        "batch256_calls": (20, 5),
+        "http_requests": (3000, 600),
+        "http_seconds": (30.0, 10.0),
+    }
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+ENCODER_COLUMNS = ["input", "threads", "calls", "ORT p50 ms", "ORT p99 ms", "torch p50 ms", "torch p99 ms"]
+FAISS_COLUMNS = ["catalogue", "index", "setting", "build s", "p50 ms", "p99 ms", "recall@100"]
+HTTP_COLUMNS = [
+    "server",
+    "load",
+    "clients",
+    "requests",
+    "s",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "clients / req/s ms",
+]
+
+
+def run_sections(setup: Setup, args: argparse.Namespace) -> None:
+    """Measure and print every section not in ``--skip``, one table each."""
+    from shopformer.serve.recommender import Recommender
+
+    rec = Recommender.load(setup.bundle, threads=1, faiss_threads=1)
+    if rec.inputs != ["item_ids"]:
+        sys.exit(f"error: this benchmark feeds item ids only; the encoder also takes {rec.inputs[1:]}")
+    dim = rec.items.shape[1]
+    if "encoder" not in args.skip:
+        rows = encoder_rows(setup, args) + recommend_rows(setup, rec, args)
+        print(f"\n## Encoder latency, ML-1M ({setup.how}; {rec.n_items - 1:,} items, D={dim})\n")
+        print("onnxruntime: intra-op threads as in `threads`, 1 inter-op thread, sequential (as serving);")
+        print("torch eager: `torch.set_num_threads(threads)`, `no_grad`, `model.encode`; same inputs\n")
+        print(table([*ENCODER_COLUMNS, "torch / ORT (p50)"], rows), flush=True)
+    if "faiss" not in args.skip:
+        rows, note = faiss_section(setup, rec, args)
+        print(f"\n## FAISS, D={dim}, {args.queries} real ML-1M queries, k={K_RECALL}\n")
+        print(f"{note}.\nBuild: 2 FAISS threads. Latency: batch 1, 1 FAISS thread, k={K_RECALL}", end=" ")
+        print(
+            f"(HNSW searches with ef = max(efSearch, k)). Recall@{K_RECALL}: against Flat, same catalogue.\n"
+        )
+        print(table([*FAISS_COLUMNS, "speed-up vs Flat (p50)"], rows), flush=True)
+    if "http" not in args.skip:
+        rows = http_section(setup, args)
+        print(f"\n## HTTP POST /recommend on loopback (ML-1M histories, 50-{MAX_LEN} raw ids, k=10)\n")
+        print(f"{http_stack()}; client: Python threads, http.client keep-alive, same machine\n")
+        print(table([*HTTP_COLUMNS, "CPU ms / req server / client", "errors"], rows), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    args = parse_args(argv[1:])
+    os.environ.setdefault("SHOPFORMER_DATA", "../shared/data")
+    import torch
+
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    print(header(argv), flush=True)
+    with tempfile.TemporaryDirectory(prefix="shopformer-serving-bench-") as tmp:
+        run_sections(prepare(args, Path(tmp)), args)
+    print(f"\ntotal {time.perf_counter() - began:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Smoke test of the pure parts of ``benchmarks/serving.py`` (the script itself is run by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serving.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("serving_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_synthetic_catalogue_resamples_real_vectors_around_them():
+    bench = load_script()
+    rng = np.random.default_rng(0)
+    items = np.vstack([np.zeros((1, 8)), rng.standard_normal((50, 8))]).astype(np.float32)
+    catalogue = bench.synthetic_catalogue(items, 1000, noise=0.1)
+    assert catalogue.shape == (1001, 8) and catalogue.dtype == np.float32
+    assert not catalogue[0].any()  # padding row
+    nearest = np.min(((catalogue[1:, None] - items[None, 1:]) ** 2).sum(-1), axis=1)
+    assert np.sqrt(nearest).max() < 1.0  # every row is a real item plus small noise
+
+
+def test_faiss_rows_recall_and_speedup_columns():
+    bench = load_script()
+    rng = np.random.default_rng(1)
+    items = rng.standard_normal((2001, 16)).astype(np.float32)
+    queries = rng.standard_normal((20, 16)).astype(np.float32)
+    specs = [bench.IndexSpec("Flat", "Flat"), bench.IndexSpec("HNSW32", "HNSW32", "efSearch", (16, 400))]
+    rows = bench.faiss_rows("random", items, queries, specs, flat_queries=5)
+    assert [r[2] for r in rows] == ["exact", "efSearch=16", "efSearch=400"]
+    assert rows[0][6] == "1.0000" and rows[0][7] == "1.0x"
+    assert float(rows[2][6]) >= float(rows[1][6]) and float(rows[2][6]) > 0.9
+
+
+def test_schedule_stops_at_the_request_cap_and_paces_an_open_loop():
+    bench = load_script()
+    closed = bench.Schedule(total=3, seconds=60, rate=None)
+    assert [closed.take() is not None for _ in range(4)] == [True, True, True, False]
+    opened = bench.Schedule(total=10, seconds=60, rate=100.0)
+    times = [opened.take()[1] for _ in range(3)]
+    assert np.allclose(np.diff(times), 0.01)
+    assert bench.Schedule(total=10, seconds=0.0, rate=None).take() is None
+    assert bench.pct([1.0] * 99 + [100.0])[0] == 1.0
