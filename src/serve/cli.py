@@ -11,6 +11,7 @@ and exit with status 2; set ``SHOPFORMER_DEBUG=1`` for a traceback of unexpected
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ SERVE_ARGS = {
     "faiss_threads": (int, 1),
     "cache_dir": (str, ""),
     "log_level": (str, "info"),
+    "workers": (int, 1),
 }
 TASKS = ("recommend", "journey")
 RECOMMEND_ARGS = {
@@ -94,24 +96,43 @@ def recommend_main(argv: Sequence[str] | None = None) -> int:
     return _run("shopformer-recommend", RECOMMEND_ARGS, _recommend, argv)
 
 
-def _serve(args: dict[str, Any]) -> None:
-    import uvicorn
+SERVE_ENV = "SHOPFORMER_SERVE_ARGS"
 
+
+def app_from_env():
+    """The app of one uvicorn worker process, from the arguments shopformer-serve left in the environment."""
     from shopformer.serve.app import create_app
 
-    app = create_app(
+    args = json.loads(os.environ[SERVE_ENV])
+    return create_app(
         args["bundle"],
         threads=args["threads"],
         faiss_threads=args["faiss_threads"],
         cache_dir=args["cache_dir"] or None,
     )
+
+
+def _serve(args: dict[str, Any]) -> None:
+    import uvicorn
+
+    if args["workers"] < 1:
+        raise UsageError(f"workers must be positive, got {args['workers']}")
+    os.environ[SERVE_ENV] = json.dumps(args)
+    app = app_from_env()  # loads and verifies the bundle once here, so errors surface before serving
     rec = app.state.slot.current
     print(
-        f"serving {rec.name} {rec.version} ({rec.n_items - 1} items) on http://{args['host']}:{args['port']}",
+        f"serving {rec.name} {rec.version} ({rec.n_items - 1} items) on http://{args['host']}:{args['port']}"
+        + (f" with {args['workers']} worker processes" if args["workers"] > 1 else ""),
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args["host"], port=args["port"], log_level=args["log_level"])
+    common = {"host": args["host"], "port": args["port"], "log_level": args["log_level"]}
+    if args["workers"] == 1:
+        uvicorn.run(app, **common)
+    else:
+        # Each worker process builds its own app (and model) from the environment.
+        del app
+        uvicorn.run("shopformer.serve.cli:app_from_env", factory=True, workers=args["workers"], **common)
 
 
 def _recommend(args: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ import numpy as np
 faiss.cvar.distance_compute_blas_threshold = 20
 
 SEARCH_PARAMETERS = ("nprobe", "efSearch")
+# k-means for IVF lists converges on a sample: FAISS suggests 30..256 points per list.
+TRAIN_POINTS_PER_LIST = 64
 
 
 class IndexConfigError(ValueError):
@@ -41,10 +43,19 @@ def build_index(
                 f"index {factory!r} needs at least {nlist} items to train its {nlist} lists; "
                 f"the catalogue has {n}"
             )
-        index.train(vectors)
+        index.train(_training_sample(vectors, nlist))
     index.add(vectors)
     set_search_params(index, params or {})
     return index
+
+
+def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
+    """At most ``TRAIN_POINTS_PER_LIST * nlist`` rows, drawn with a fixed seed (the build is reproducible)."""
+    limit = TRAIN_POINTS_PER_LIST * nlist
+    if not nlist or len(vectors) <= limit:
+        return vectors
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), size=limit, replace=False))
+    return vectors[rows]
 
 
 def set_search_params(index: faiss.Index, params: dict[str, Any]) -> None:

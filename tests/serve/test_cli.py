@@ -144,10 +144,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_console_script_answers_http(bundle, recommender):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_console_script_answers_http(bundle, recommender, workers):
     port = free_port()
     server = subprocess.Popen(
-        [BIN / "shopformer-serve", f"bundle={bundle.path}", f"port={port}", "log_level=warning"],
+        [
+            BIN / "shopformer-serve",
+            f"bundle={bundle.path}",
+            f"port={port}",
+            "log_level=warning",
+            f"workers={workers}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
