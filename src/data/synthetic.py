@@ -9,11 +9,13 @@ user propensities and signals that are visible in the sequence (carts, repeat vi
 items, dwell gaps, price).
 
 ``journey_signal`` (0 = off, the default stream) plants more of what only a model of the whole
-sequence can read: the session's intent shows in the dwell before views that get carted, the
-purchase depends more on intent, hesitation (re-viewing a carted item) and the price of the carted
-items, and sessions often end by viewing a carted item again before checkout (converting sessions
-much more often than abandoning ones). Session counts and views per session stay the same; hand-made
-session features (counts, length, last gap) see little of it, item identity and order see it all.
+sequence can read: the session's intent shows in how often it goes back to items it has already
+viewed (comparison shopping) and in the dwell before the views that get carted (less in the others),
+the purchase depends more on that intent, on hesitation (re-viewing a carted item) and on the price
+of the carted items, and sessions often end by viewing a carted item again before checkout
+(converting sessions much more often than abandoning ones). Session counts and views per session
+stay the same; hand-made session features (counts, length, last gap, duration) see little of it,
+item identity and order see it all.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ _SAME_CATEGORY_SUCCESSOR_PROB = 0.8
 _SUCCESSOR_DECAY = 0.6
 _PURCHASE_ITEM_PROB = 0.8
 # journey_signal effects (per unit of signal): purchase-logit weights and checkout re-view rates
-_J_INTENT, _J_HESITATED, _J_PRICE = 0.8, 1.0, 1.0
+_J_INTENT, _J_HESITATED, _J_PRICE = 1.0, 1.0, 1.5
+_J_REVISIT = 0.8  # log-factor of the revisit rate per unit of intent
 _J_DWELL = 0.8  # extra log-dwell per unit of intent before views that get carted
 _J_REVIEW_CONVERT, _J_REVIEW_ABANDON = 0.6, 0.15
 
@@ -240,6 +243,11 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     hesitated = np.zeros(n_sess, dtype=bool)
     cart_base = _logit(cfg.cart_rate)
     revisit_prob = min(_REVISIT_PROB, 1.0 - cfg.follow_prob)
+    if cfg.journey_signal > 0:  # high-intent sessions compare: they go back to items they have seen
+        boost = np.exp(cfg.journey_signal * _J_REVISIT * s_intent)
+        revisit_prob = np.minimum(_REVISIT_PROB * boost, 1.0 - cfg.follow_prob)
+    else:
+        revisit_prob = np.full(n_sess, revisit_prob)
 
     def fresh(users: np.ndarray) -> np.ndarray:
         cats = (aff_cum[users] < rng.random(users.size)[:, None]).sum(axis=1)
@@ -255,7 +263,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
             prev = views[:m, t - 1].astype(np.int64)
             r = rng.random(m)
             follow = r < cfg.follow_prob
-            revisit = ~follow & (r < cfg.follow_prob + revisit_prob) if t >= 2 else None
+            revisit = ~follow & (r < cfg.follow_prob + revisit_prob[:m]) if t >= 2 else None
             item = np.empty(m, dtype=np.int64)
             fi = np.flatnonzero(follow)
             k = np.searchsorted(succ_cum, rng.random(fi.size), side="right")
@@ -315,7 +323,8 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
         gap = np.rint(np.exp(mu + sigma * rng.standard_normal(mu.size)))
         return np.clip(gap, low, high).astype(np.int64)
 
-    dwell = 0.3 + js * _J_DWELL * v_cart  # views that get carted show the intent more
+    # with journey_signal, the views that get carted show the intent; the others less
+    dwell = np.where(v_cart, 0.3 + js * _J_DWELL, 0.3 / (1.0 + js))
     v_gap = lognormal_gap(np.log(45.0) + dwell * intent[v_sess], 0.9, 1, _MAX_INNER_GAP_S)
     v_gap[v_first] = 0
     c_gap = lognormal_gap(np.log(10.0) - 0.2 * intent[c_sess], 0.6, 1, 300)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,18 +120,24 @@ def random_histories(
 
 
 def export_encoder(
-    model: SequenceRecommender, path: Path, max_len: int, opset: int | None = None
+    model: SequenceRecommender,
+    path: Path,
+    max_len: int,
+    opset: int | None = None,
+    graph: nn.Module | None = None,
+    outputs: Sequence[str] = (OUTPUT,),
 ) -> EncoderExport:
-    """``model.encode`` as ONNX with dynamic batch and sequence length (1.. or 2..``max_len``)."""
+    """``model.encode`` (or ``graph``, a module over the same inputs with ``outputs``) as ONNX with
+    dynamic batch and sequence length (1.. or 2..``max_len``)."""
     inputs = encoder_inputs(model)
-    graph = EncoderGraph(model.eval()).eval()
+    graph = (graph or EncoderGraph(model.eval())).eval()
     started = time.perf_counter()
     errors = []
     for min_len in (1, 2):
         if max_len < min_len:
             break
         try:
-            _torch_export(graph, model, path, inputs, min_len, max_len, opset)
+            _torch_export(graph, model, path, inputs, min_len, max_len, opset, outputs)
         except Exception as exc:  # the exporter raises many types; the message is what matters
             errors.append(_first_line(exc.__cause__ or exc))
             continue
@@ -152,6 +158,7 @@ def _torch_export(
     min_len: int,
     max_len: int,
     opset: int | None,
+    outputs: Sequence[str] = (OUTPUT,),
 ) -> None:
     batch = torch.export.Dim("batch")
     # An example longer than the minimum and a batch above 1, so that neither gets specialised.
@@ -171,7 +178,7 @@ def _torch_export(
             str(path),
             kwargs=tensors,  # the channels the model uses, by name
             input_names=inputs,
-            output_names=[OUTPUT],
+            output_names=list(outputs),
             dynamic_shapes=shapes,
             dynamo=True,
             external_data=False,
@@ -279,6 +286,7 @@ def export_bundle(
     commit: str | None = None,
     overwrite: bool = False,
     extra: dict[str, Any] | None = None,
+    extra_exports: Sequence[Callable[[Path], dict[str, Any]]] = (),
 ) -> Path:
     """Write the bundle of ``model`` to ``out_dir``; returns its path.
 
@@ -287,6 +295,8 @@ def export_bundle(
     measure the index recall and the ONNX / torch parity; without them, item vectors are the queries.
     ``config``: the training config (its ``model`` node is the manifest's model config).
     The model is switched to eval mode; baselines need ``max_len``.
+    ``extra_exports``: called with the bundle directory being written, each writes optional files
+    (e.g. ``journey.onnx``) and returns the manifest entries that describe them.
     """
     out = Path(out_dir)
     _check_target(out, overwrite)
@@ -310,6 +320,7 @@ def export_bundle(
         write_index(index, tmp / INDEX)
         pq.write_table(vocab_table(item_vocab), tmp / VOCAB)
         queries, checks = _query_vectors(model, tmp / ENCODER, encoder, histories, items)
+        entries = {key: value for write in extra_exports for key, value in write(tmp).items()}
         recall = {**measure_recall(index, items, queries, recall_k), "queries": checks.pop("queries")}
         manifest = {
             "name": name,
@@ -327,6 +338,7 @@ def export_bundle(
             },
             "export": {"encoder_seconds": round(encoder.seconds, 3), **checks},
             **({"train_config": config} if config else {}),
+            **entries,
             **(extra or {}),
         }
         write_manifest(tmp, manifest)
@@ -474,6 +486,14 @@ def export_run(
     """The bundle of a model trained with ``cfg`` on the set-up datamodule ``dm``."""
     index = OmegaConf.to_container(OmegaConf.create(index or cfg.get("index") or {}), resolve=True)
     data = dm.data
+    histories = eval_histories(dm, "test", recall_queries)
+    extra_exports = []
+    if hasattr(model, "journey"):  # journey models also write journey.onnx (needs this module: imported here)
+        from shopformer.train.journey_export import journey_exporter
+
+        extra_exports.append(
+            journey_exporter(model, histories, data.event_vocab, int(cfg.datamodule.max_len), opset, dm)
+        )
     return export_bundle(
         model,
         data.item_vocab,
@@ -483,7 +503,7 @@ def export_run(
         metrics=metrics,
         config=OmegaConf.to_container(cfg, resolve=True),
         event_vocab=data.event_vocab,
-        histories=eval_histories(dm, "test", recall_queries),
+        histories=histories,
         index_factory=str(index.get("factory") or "Flat"),
         index_params=index.get("params") or {},
         recall_k=int(index.get("recall_k") or 100),
@@ -492,6 +512,7 @@ def export_run(
         commit=commit,
         overwrite=overwrite,
         extra={"dataset": {"name": data.meta["name"], "hash": data.meta["config_hash"]}, **(extra or {})},
+        extra_exports=extra_exports,
     )
 
 

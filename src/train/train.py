@@ -30,6 +30,10 @@ from shopformer.train.tracking import git_commit, publish_bundle
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Train and test as ``cfg`` says; returns the summary for the final JSON line (None off rank 0)."""
     commit = git_commit()  # now: the tree may change while a long run trains
+    if model_objective(cfg) == "journey":
+        from shopformer.train.journey import run_journey  # imports this module: loaded on demand
+
+        return run_journey(cfg, commit)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)

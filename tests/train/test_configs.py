@@ -25,7 +25,9 @@ def test_experiment_builds(experiment, tmp_path):
     make = instantiate(cfg.datamodule, _partial_=True)
     dm = make(dataset=build_dataset_spec(cfg.data), cache_dir=str(tmp_path))
     assert dm.max_len == cfg.datamodule.max_len
-    model = instantiate(cfg.model, n_items=50, max_len=cfg.datamodule.max_len)
+    # Every model takes the token channels (the journey model needs event types).
+    channels = {"n_event_types": 5, "n_gap_buckets": 17}
+    model = instantiate(cfg.model, n_items=50, max_len=cfg.datamodule.max_len, **channels)
     assert type(model) is get_class(cfg.model._target_)
     instantiate(cfg.loss)
     assert set(cfg.module) >= {"lr", "exclude_seen"}
