@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pandas as pd
 from torch.utils.data import DataLoader, RandomSampler
 
 from shopformer.data.batches import BucketBatchSampler, TokenArrays, identity_collate
@@ -187,6 +188,25 @@ class JourneyDataModule(L.LightningDataModule):
         counts = np.bincount(self.data.item[self.part == PARTS["train"]], minlength=self.data.n_items)
         counts[0] = 0
         return counts
+
+    def item_categories(self, buckets: int, column: str = "category") -> np.ndarray:
+        """Category code per item id: the ``buckets - 1`` categories with most training events get
+        1.., the others (and items without one) 0. All zeros when the item table has no ``column``."""
+        self._require_setup()
+        codes = np.zeros(self.data.n_items, dtype=np.int64)
+        vocab = self.data.item_vocab
+        if column not in vocab.columns or buckets < 2:
+            return codes
+        ids = vocab["item"].to_numpy(np.int64)
+        names = vocab[column].astype("string").fillna("").to_numpy()
+        counts = self.train_item_counts()[ids]
+        frame = pd.DataFrame({"name": names, "n": counts})
+        totals = frame[frame["name"] != ""].groupby("name")["n"].sum()
+        totals = totals[totals > 0].sort_values(ascending=False, kind="stable")
+        rank = pd.Series(np.arange(1, len(totals) + 1), index=totals.index)
+        rank = rank[rank < buckets]
+        codes[ids] = pd.Series(names).map(rank).fillna(0).to_numpy(np.int64)
+        return codes
 
     def class_prior(self) -> np.ndarray:
         """Share of each next-event class among the training labels (float64 [n_classes])."""

@@ -34,6 +34,9 @@ class JourneyModel(SequenceRecommender):
     training, so it stays meaningful. ``head_hidden`` > 0 puts a GELU layer before the heads.
     ``scale_items`` multiplies item embeddings by sqrt(dim) (SASRec's habit); off by default, as it
     lets the item channel drown the event-type and time-gap channels this model is about.
+    ``category_buckets`` > 0 adds an embedding of each item's category (:meth:`set_item_categories`),
+    which rare and unseen items keep: the item table's attribute, baked into the model, so the inputs
+    stay the same token channels.
     """
 
     objective = "journey"
@@ -58,6 +61,7 @@ class JourneyModel(SequenceRecommender):
         item_dropout: float = 0.0,
         min_item_count: int = 1,
         scale_items: bool = False,
+        category_buckets: int = 0,
     ) -> None:
         if n_event_types < 2:
             raise ValueError(
@@ -87,8 +91,11 @@ class JourneyModel(SequenceRecommender):
         width = head_hidden or dim
         self.event_head = nn.Linear(width, self.n_event_classes)
         self.outcome_head = nn.Linear(width, 2)  # conversion, abandonment
-        # Internal item id -> embedding row: itself, or the rare-item token (set by set_known_items).
+        self.categories = nn.Embedding(category_buckets, dim, padding_idx=0) if category_buckets else None
+        # Internal item id -> embedding row: itself, or the rare-item token (set by set_known_items);
+        # and -> category code (0 = none; set by set_item_categories).
         self.register_buffer("item_token", torch.arange(n_items), persistent=True)
+        self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long), persistent=True)
         self.reset_parameters(init_std)
 
     @torch.no_grad()
@@ -102,6 +109,23 @@ class JourneyModel(SequenceRecommender):
         ids = torch.arange(self.n_items, device=self.item_token.device)
         self.item_token.copy_(torch.where(known, ids, torch.full_like(ids, self.rare_token)))
 
+    @torch.no_grad()
+    def set_item_categories(self, codes) -> None:
+        """Each item's category code in ``[0, category_buckets)`` (0: none or too rare to have its own)."""
+        codes = torch.as_tensor(codes, dtype=torch.long, device=self.item_category.device)
+        buckets = 0 if self.categories is None else self.categories.num_embeddings
+        if codes.shape != (self.n_items,) or (
+            codes.numel() and (codes.min() < 0 or codes.max() >= max(buckets, 1))
+        ):
+            raise ValueError(f"category codes must be {self.n_items} values in [0, {buckets})")
+        self.item_category.copy_(codes)
+
+    def _embed(self, item_ids: Tensor, event_types: Tensor | None, gap_buckets: Tensor | None) -> Tensor:
+        x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
+        if self.categories is not None:
+            x = x + self.categories(self.item_category[item_ids])
+        return x
+
     def _tokens(self, item_ids: Tensor) -> Tensor:
         tokens = self.item_token[item_ids]
         if self.training and self.item_dropout > 0:
@@ -113,13 +137,12 @@ class JourneyModel(SequenceRecommender):
         self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
     ) -> Tensor:
         """Hidden states [B, L, D]; padding positions are zero."""
-        x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
-        return self.encoder(x, item_ids)
+        return self.encoder(self._embed(item_ids, event_types, gap_buckets), item_ids)
 
     def encode(
         self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
     ) -> Tensor:
-        x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
+        x = self._embed(item_ids, event_types, gap_buckets)
         return self.encoder(x, item_ids, last_only=True)[:, -1]
 
     def heads(self, hidden: Tensor) -> JourneyLogits:

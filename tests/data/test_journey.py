@@ -229,3 +229,19 @@ def test_taobao_slice_labels_honour_censoring():
     assert facts["unused_from_utc"].startswith("2017-11-26 02:40:11")
     for part in ("train", "valid", "test"):
         assert facts[f"{part}_conversion_positives"] > 50 and facts[f"{part}_next_event"] > 2000
+
+
+def test_item_categories_rank_by_training_events():
+    source = SyntheticSource(n_users=150, n_items=80, n_categories=5, seed=3)
+    dm = JourneyDataModule(
+        DatasetSpec("syn", source, sequence_key="session", split=LeaveOneOut()), cache_dir=None
+    )
+    dm.setup()
+    codes = dm.item_categories(buckets=3)
+    assert codes[0] == 0 and set(np.unique(codes)) == {0, 1, 2}
+    vocab = dm.data.item_vocab.set_index("item")
+    counts = dm.train_item_counts()
+    by_category = pd.Series(counts[vocab.index], index=vocab["category"].to_numpy()).groupby(level=0).sum()
+    top = by_category.idxmax()
+    assert (codes[vocab.index[vocab["category"] == top]] == 1).all()
+    assert (dm.item_categories(buckets=1) == 0).all()

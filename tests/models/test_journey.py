@@ -258,3 +258,24 @@ def test_baselines_fit_and_predict():
     keep = labels.conversion != IGNORE
     assert roc_auc_score(labels.conversion[keep], logreg.conversion[keep]) > 0.9
     assert np.allclose(logreg.abandonment, majority.abandonment)  # no abandonment labels: constant
+
+
+def test_item_categories_are_an_extra_embedding_rare_items_keep():
+    model = _model(category_buckets=4, min_item_count=2)
+    counts = np.zeros(N_ITEMS, dtype=np.int64)
+    model.set_known_items(counts)  # every item rare: only the category tells them apart
+    codes = np.zeros(N_ITEMS, dtype=np.int64)
+    codes[1:10], codes[10:20] = 1, 2
+    batch = _batch()
+    batch["item_ids"][:, -1] = 3
+    before = model.encode(**batch)
+    model.set_item_categories(codes)
+    same = {**batch, "item_ids": batch["item_ids"].clone()}
+    same["item_ids"][:, -1] = 5  # same category as item 3
+    other = {**batch, "item_ids": batch["item_ids"].clone()}
+    other["item_ids"][:, -1] = 12
+    after = model.encode(**batch)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, model.encode(**same)) and not torch.allclose(after, model.encode(**other))
+    with pytest.raises(ValueError, match="category codes"):
+        model.set_item_categories(np.full(N_ITEMS, 4))
