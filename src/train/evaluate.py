@@ -32,6 +32,11 @@ def evaluate(
         raise DataError(f"split must be 'test' or 'valid', got {split!r}")
     checkpoint = load_checkpoint(ckpt)
     cfg = checkpoint_config(checkpoint)
+    if cfg.datamodule.get("objective") == "journey":
+        raise DataError(
+            "shopformer-eval ranks items; a journey checkpoint's metrics (and its baselines') are the test "
+            "metrics in the JSON line and MLflow run of shopformer-train"
+        )
     OmegaConf.update(cfg, "datamodule.with_seen", "exclude_seen" in protocols, force_add=True)
     if cache_dir:
         cfg.paths.cache_dir = cache_dir

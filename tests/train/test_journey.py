@@ -11,16 +11,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 import mlflow
 from shopformer.data.journey_datamodule import JourneyDataModule
+from shopformer.data.schema import DataError
 from shopformer.models.journey import JourneyModel
 from shopformer.serve.app import create_app
 from shopformer.serve.bundle import JOURNEY, verify_bundle
 from shopformer.serve.recommender import Recommender
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from shopformer.train.config import build_datamodule
-from shopformer.train.export import random_histories
+from shopformer.train.config import CONF_DIR, build_datamodule
+from shopformer.train.evaluate import evaluate
+from shopformer.train.export import export_checkpoint, random_histories
 from shopformer.train.journey_export import OUTPUTS, journey_onnx, journey_torch
 from shopformer.train.train import run
 from tests.train.runs import compose_train
@@ -129,3 +132,55 @@ def test_served_bundle_answers_a_real_session(journey_run, restored):
     assert body["unknown_items"] == [] and 0 < body["conversion"] < 1
     assert client.post("/recommend", json={**session, "k": 5}).status_code == 200  # the next-item head
     assert client.post("/journey", json={**session, "timestamps": None}).status_code == 422
+
+
+def test_export_and_eval_of_a_journey_checkpoint(journey_run, tmp_path):
+    summary, run_dir = journey_run
+    overrides = [
+        f"ckpt={summary['checkpoint']}",
+        f"out={tmp_path / 'bundle'}",
+        f"paths.cache_dir={run_dir / 'cache'}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("export", overrides=overrides)
+    exported = export_checkpoint(cfg)
+    assert verify_bundle(exported["bundle"])["journey"]["parity_max_abs_diff"] < 1e-4
+    with pytest.raises(DataError, match="journey checkpoint"):
+        evaluate(summary["checkpoint"], "test", ["all_items"], "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_data")
+def test_taobao_bundle_answers_a_real_taobao_session(tmp_path):
+    """experiment=journey_taobao (one epoch), then POST /journey with a session straight from the CSV."""
+    import pandas as pd
+
+    from shopformer.data.sources import TAOBAO_EVENTS, TaobaoSource
+
+    cfg = compose_train(
+        tmp_path, "experiment=journey_taobao", "trainer.max_epochs=1", "logger=none", "export=true"
+    )
+    summary = run(cfg)
+    raw = pd.read_csv(TaobaoSource().files()[0]).sort_values(["user_id", "timestamp"], kind="stable")
+
+    def one_session(g):  # 4+ events within 30 minutes (one session), not only page views
+        return (
+            len(g) >= 4
+            and g["timestamp"].max() - g["timestamp"].min() < 1800
+            and (g["behavior_type"] != "pv").any()
+        )
+
+    user = raw.groupby("user_id").filter(one_session)
+    session = user[user["user_id"] == user["user_id"].iloc[0]]
+    body = {
+        "items": session["item_id"].tolist(),
+        "event_types": [TAOBAO_EVENTS[b] for b in session["behavior_type"]],
+        "timestamps": session["timestamp"].tolist(),
+    }
+    client = TestClient(create_app(Recommender.load(summary["bundle"]), admin_token=""))
+    answer = client.post("/journey", json=body).json()
+    assert set(answer["next_event_probs"]) == {"view", "cart", "fav", "purchase"}
+    assert sum(answer["next_event_probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer["unknown_items"] == [] and 0 < answer["conversion"] < 1
+    bad = client.post("/journey", json={**body, "event_types": ["pv"] * len(body["items"])})
+    assert bad.status_code == 422 and "event_types" in bad.json()["detail"][0]["loc"]
