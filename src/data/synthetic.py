@@ -9,13 +9,14 @@ user propensities and signals that are visible in the sequence (carts, repeat vi
 items, dwell gaps, price).
 
 ``journey_signal`` (0 = off, the default stream) plants more of what only a model of the whole
-sequence can read: the session's intent shows in how often it goes back to items it has already
-viewed (comparison shopping) and in the dwell before the views that get carted (less in the others),
-the purchase depends more on that intent, on hesitation (re-viewing a carted item) and on the price
-of the carted items, and sessions often end by viewing a carted item again before checkout
-(converting sessions much more often than abandoning ones). Session counts and views per session
-stay the same; hand-made session features (counts, length, last gap, duration) see little of it,
-item identity and order see it all.
+sequence can read. The session's intent shows in which items it views (high intent keeps the cheaper
+of two candidates: bargain hunting), in how often it goes back to items already viewed (comparison
+shopping) and in the dwell before the views that get carted, and less in how much it carts. The
+purchase depends more on that intent, on hesitation (re-viewing a carted item) and on the price of
+the carted items, less on the user's hidden propensity; sessions often end by viewing a carted item
+again before checkout (converting sessions much more often than abandoning ones). Session counts and
+views per session stay the same; hand-made session features (counts, length, last gap, duration) see
+little of it, item identity and order see it all.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ _SAME_CATEGORY_SUCCESSOR_PROB = 0.8
 _SUCCESSOR_DECAY = 0.6
 _PURCHASE_ITEM_PROB = 0.8
 # journey_signal effects (per unit of signal): purchase-logit weights and checkout re-view rates
-_J_INTENT, _J_HESITATED, _J_PRICE = 1.0, 1.0, 1.5
-_J_REVISIT = 0.8  # log-factor of the revisit rate per unit of intent
+_J_INTENT, _J_HESITATED, _J_PRICE = 1.5, 1.0, 1.5
+_J_REVISIT = 1.0  # log-factor of the revisit rate per unit of intent
+_J_BARGAIN = 1.5  # logit of keeping the cheaper of two fresh candidates, per unit of intent
 _J_DWELL = 0.8  # extra log-dwell per unit of intent before views that get carted
 _J_REVIEW_CONVERT, _J_REVIEW_ABANDON = 0.6, 0.15
 
@@ -243,21 +245,30 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     hesitated = np.zeros(n_sess, dtype=bool)
     cart_base = _logit(cfg.cart_rate)
     revisit_prob = min(_REVISIT_PROB, 1.0 - cfg.follow_prob)
+    # with journey_signal, intent shows in the items viewed and revisited more than in the carts
+    cart_intent = 0.5 / (1.0 + cfg.journey_signal)
     if cfg.journey_signal > 0:  # high-intent sessions compare: they go back to items they have seen
         boost = np.exp(cfg.journey_signal * _J_REVISIT * s_intent)
         revisit_prob = np.minimum(_REVISIT_PROB * boost, 1.0 - cfg.follow_prob)
     else:
         revisit_prob = np.full(n_sess, revisit_prob)
 
-    def fresh(users: np.ndarray) -> np.ndarray:
-        cats = (aff_cum[users] < rng.random(users.size)[:, None]).sum(axis=1)
-        return by_popularity.sample(np.minimum(cats, n_cat - 1), rng.random(users.size))
+    def fresh(users: np.ndarray, intent: np.ndarray) -> np.ndarray:
+        cats = np.minimum((aff_cum[users] < rng.random(users.size)[:, None]).sum(axis=1), n_cat - 1)
+        item = by_popularity.sample(cats, rng.random(users.size))
+        if cfg.journey_signal > 0:  # bargain hunting: high intent keeps the cheaper of two candidates
+            other = by_popularity.sample(cats, rng.random(users.size))
+            cheaper = np.where(rel_price[other] < rel_price[item], other, item)
+            dearer = np.where(rel_price[other] < rel_price[item], item, other)
+            keep_cheap = rng.random(users.size) < _sigmoid(cfg.journey_signal * _J_BARGAIN * intent)
+            item = np.where(keep_cheap, cheaper, dearer)
+        return item
 
     for t in range(max_len):
         m = int(n_active[t])
         users = s_user[:m]
         if t == 0:
-            item = fresh(users)
+            item = fresh(users, s_intent[:m])
             seen = already = np.zeros(m, dtype=bool)
         else:
             prev = views[:m, t - 1].astype(np.int64)
@@ -278,12 +289,12 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
             else:
                 new = ~follow
             xi = np.flatnonzero(new)
-            item[xi] = fresh(users[xi])
+            item[xi] = fresh(users[xi], s_intent[xi])
             eq = views[:m, :t] == item[:, None]
             seen = eq.any(axis=1)
             already = (eq & carts[:m, :t]).any(axis=1)
         views[:m, t] = item
-        logit = cart_base + u_cart[users] + 0.5 * s_intent[:m] - 0.8 * rel_price[item] + 1.0 * seen
+        logit = cart_base + u_cart[users] + cart_intent * s_intent[:m] - 0.8 * rel_price[item] + 1.0 * seen
         cart = in_stock[item] & ~already & (rng.random(m) < _sigmoid(logit))
         carts[:m, t] = cart
         hesitated[:m] |= already
@@ -304,7 +315,8 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     c_sess, c_item = v_sess[v_cart], v_item[v_cart]
     n_carts = np.bincount(c_sess, minlength=n_sess)
     mean_rel = np.bincount(c_sess, weights=rel_price[c_item], minlength=n_sess) / np.maximum(n_carts, 1)
-    signal = u_purchase[sess_user] + 0.6 * intent + 0.5 * (n_carts - 1) + 1.0 * hesitated - 0.5 * mean_rel
+    propensity = u_purchase[sess_user] / (1.0 + cfg.journey_signal)  # hidden from every session model
+    signal = propensity + 0.6 * intent + 0.5 * (n_carts - 1) + 1.0 * hesitated - 0.5 * mean_rel
     js = cfg.journey_signal
     if js > 0:
         signal = signal + js * (_J_INTENT * intent + _J_HESITATED * hesitated - _J_PRICE * mean_rel)

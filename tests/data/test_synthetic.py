@@ -274,6 +274,14 @@ def test_journey_signal_plants_checkout_reviews_and_keeps_the_funnel() -> None:
     sessions = _cart_sessions(events)
     review_rate = reviewed.reindex(sessions.index).groupby(sessions["converted"]).mean()
     assert review_rate[True] > review_rate[False] + 0.3  # a carted item viewed again, then checkout
+    # bargain hunting: converting sessions view cheaper items (relative to their category) on average
+    log_price = np.log(items.set_index("item_id")["price"])
+    category = items.set_index("item_id")["category"]
+    relative = log_price - log_price.groupby(category).transform("mean")
+    views = events[events["event_type"].eq("view")]
+    cheapness = relative.reindex(views["item_id"]).groupby(views["session_id"].to_numpy()).mean()
+    by_outcome = cheapness.reindex(sessions.index).groupby(sessions["converted"]).mean()
+    assert by_outcome[True] < by_outcome[False] - 0.05
     # the funnel rules still hold
     prev = events.shift()
     carts = events["event_type"].eq("cart")
