@@ -134,7 +134,13 @@ def test_served_bundle_answers_a_real_session(journey_run, restored):
     assert client.post("/journey", json={**session, "timestamps": None}).status_code == 422
 
 
-def test_export_and_eval_of_a_journey_checkpoint(journey_run, tmp_path):
+def test_eval_refuses_a_journey_checkpoint(journey_run):
+    with pytest.raises(DataError, match="journey checkpoint"):
+        evaluate(journey_run[0]["checkpoint"], "test", ["all_items"], "cpu")
+
+
+@pytest.mark.slow
+def test_shopformer_export_of_a_journey_checkpoint(journey_run, tmp_path):
     summary, run_dir = journey_run
     overrides = [
         f"ckpt={summary['checkpoint']}",
@@ -145,8 +151,6 @@ def test_export_and_eval_of_a_journey_checkpoint(journey_run, tmp_path):
         cfg = compose("export", overrides=overrides)
     exported = export_checkpoint(cfg)
     assert verify_bundle(exported["bundle"])["journey"]["parity_max_abs_diff"] < 1e-4
-    with pytest.raises(DataError, match="journey checkpoint"):
-        evaluate(summary["checkpoint"], "test", ["all_items"], "cpu")
 
 
 @pytest.mark.slow
@@ -157,9 +161,16 @@ def test_taobao_bundle_answers_a_real_taobao_session(tmp_path):
 
     from shopformer.data.sources import TAOBAO_EVENTS, TaobaoSource
 
-    cfg = compose_train(
-        tmp_path, "experiment=journey_taobao", "trainer.max_epochs=1", "logger=none", "export=true"
-    )
+    overrides = [
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"trainer.default_root_dir={tmp_path / 'run'}",
+        f"callbacks.model_checkpoint.dirpath={tmp_path / 'run' / 'checkpoints'}",
+        "experiment=journey_taobao",
+        "trainer.max_epochs=1",
+        "logger=none",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
     summary = run(cfg)
     raw = pd.read_csv(TaobaoSource().files()[0]).sort_values(["user_id", "timestamp"], kind="stable")
 
