@@ -31,7 +31,7 @@ from shopformer.data.schema import (
     validate_events,
     validate_items,
 )
-from shopformer.data.synthetic import SyntheticConfig, generate
+from shopformer.data.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
 
 
 class EventSource(ABC):
@@ -319,6 +319,9 @@ class TaobaoSource(EventSource):
 @dataclass(frozen=True)
 class SyntheticSource(SyntheticConfig, EventSource):
     """The built-in synthetic e-commerce log; its fields are :class:`SyntheticConfig`'s."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "generator": GENERATOR_VERSION}
 
     def load(self) -> EventTable:
         events, items = generate(SyntheticConfig(**dataclasses.asdict(self)))

@@ -50,6 +50,11 @@ _J_DWELL = 0.8  # extra log-dwell per unit of intent before views that get carte
 _J_REVIEW_CONVERT, _J_REVIEW_ABANDON = 0.6, 0.15
 
 
+# Bump whenever the event stream generated for the same parameters changes: cached datasets
+# are keyed by the source's fingerprint, which includes this.
+GENERATOR_VERSION = 2
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Parameters of the synthetic dataset; identical configs give identical data.

@@ -57,3 +57,13 @@ def test_cache_has_no_pickles(tmp_path):
     for file in path.iterdir():
         head = file.read_bytes()[:2]
         assert head != b"\x80\x04" and head != b"\x80\x05", f"{file} looks like a pickle"
+
+
+def test_synthetic_cache_key_follows_the_generator_version(monkeypatch):
+    from shopformer.data import sources
+    from shopformer.data.sources import SyntheticSource
+
+    spec = DatasetSpec("syn", SyntheticSource(n_users=50, seed=1))
+    before = spec.config_hash()
+    monkeypatch.setattr(sources, "GENERATOR_VERSION", sources.GENERATOR_VERSION + 1)
+    assert spec.config_hash() != before
