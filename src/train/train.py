@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     if logger:
         logger.log_hyperparams(_flat(module.shopformer_config))
     if trainable:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
     ckpt = _best_checkpoint(trainer) if trainable else None
     test_metrics = {}
     if cfg.get("test_after_fit", True):

@@ -81,3 +81,18 @@ def test_event_type_and_gap_channels(tmp_path):
         )
     )
     assert summary["test"]["hr@100"] > 0.0
+
+
+def test_resume_continues_from_a_checkpoint(tmp_path):
+    first = run(compose_train(tmp_path, "model.dim=16", "logger=none", "trainer.max_epochs=1"))
+    assert first["epochs"] == 1
+    resumed = run(
+        compose_train(
+            tmp_path / "again",
+            "model.dim=16",
+            "logger=none",
+            "trainer.max_epochs=3",
+            f"resume={first['checkpoint']}",
+        )
+    )
+    assert resumed["epochs"] == 3  # epoch 1 and 2 trained on top of the checkpoint's epoch 0
