@@ -46,7 +46,7 @@ from shopformer.serve.index import (
 )
 from shopformer.train.checkpoint import best_score, checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule
-from shopformer.train.tracking import git_commit
+from shopformer.train.tracking import git_commit, publish_bundle
 
 ITEM_IDS = "item_ids"
 CHANNELS = ("event_types", "gap_buckets")  # optional encoder inputs, in this order
@@ -465,6 +465,40 @@ def default_name(cfg: DictConfig) -> str:
     """The bundle / registered model name of a run: ``registry.name``, else ``shopformer-<task_name>``."""
     registry = cfg.get("registry") or {}
     return str(registry.get("name") or f"shopformer-{cfg.get('task_name') or 'model'}")
+
+
+def export_and_publish(
+    cfg: DictConfig, dm, ckpt: str, run_dir: Path, logger, commit: str, metrics: dict[str, float]
+) -> dict[str, Any]:
+    """The bundle of ``ckpt``'s weights in ``<run_dir>/bundle``; logged and registered in MLflow.
+
+    Shared by every training path (recommenders and journey models).
+    """
+    run_id = getattr(logger, "run_id", None) if logger else None
+    model = restore_model(load_checkpoint(ckpt), cfg, dm)
+    bundle = export_run(
+        model,
+        cfg,
+        dm,
+        run_dir / "bundle",
+        version=run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        metrics=metrics,
+        commit=commit,
+        overwrite=True,  # a rerun in the same directory
+        extra={"run_id": run_id} if run_id else None,
+    )
+    out: dict[str, Any] = {"bundle": str(bundle)}
+    if logger:
+        registry = cfg.get("registry") or {}
+        out["registered_model"] = publish_bundle(
+            logger.experiment,
+            run_id,
+            bundle,
+            register=bool(registry.get("register", True)),
+            name=default_name(cfg),
+            alias=registry.get("alias"),
+        )
+    return out
 
 
 def export_run(

@@ -24,12 +24,10 @@ from shopformer.data.schema import DataError
 from shopformer.models.journey_baselines import BASELINES, PrefixLabels, SessionEvents
 from shopformer.models.journey_loss import JourneyLoss
 from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, tune_gamma
-from shopformer.train.checkpoint import load_checkpoint, restore_model
 from shopformer.train.config import build_datamodule, build_model
-from shopformer.train.export import default_name, export_run
+from shopformer.train.export import export_and_publish
 from shopformer.train.journey_module import JourneyModule
 from shopformer.train.journey_plots import journey_plots
-from shopformer.train.tracking import publish_bundle
 from shopformer.train.train import _best_checkpoint, _finish_mlflow_run, _flat
 
 # The metrics of the comparison table (model and baselines), in this order.
@@ -197,31 +195,7 @@ def _export(
     cfg: DictConfig, dm, ckpt: str, test: dict[str, float], logger, commit: str, run_dir: Path
 ) -> dict[str, Any]:
     """The bundle (encoder + ``journey.onnx``) of the checkpoint; logged and registered in MLflow."""
-    run_id = getattr(logger, "run_id", None) if logger else None
     metrics = {
         f"test/{k}": v for k, v in test.items() if math.isfinite(v) and not k.endswith(("_n", "_positives"))
     }
-    model = restore_model(load_checkpoint(ckpt), cfg, dm)
-    bundle = export_run(
-        model,
-        cfg,
-        dm,
-        run_dir / "bundle",
-        version=run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-        metrics=metrics,
-        commit=commit,
-        overwrite=True,
-        extra={"run_id": run_id} if run_id else None,
-    )
-    out: dict[str, Any] = {"bundle": str(bundle)}
-    if logger:
-        registry = cfg.get("registry") or {}
-        out["registered_model"] = publish_bundle(
-            logger.experiment,
-            run_id,
-            bundle,
-            register=bool(registry.get("register", True)),
-            name=default_name(cfg),
-            alias=registry.get("alias"),
-        )
-    return out
+    return export_and_publish(cfg, dm, ckpt, run_dir, logger, commit, metrics)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,10 @@ from shopformer.data.schema import DataError
 from shopformer.data.split import TRAIN
 from shopformer.models.baselines import FittedBaseline
 from shopformer.serve.index import IndexConfigError
-from shopformer.train.checkpoint import load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule, build_model, model_objective
-from shopformer.train.export import ExportError, check_index_spec, default_name, export_run
+from shopformer.train.export import ExportError, check_index_spec, export_and_publish
 from shopformer.train.module import RecommenderModule
-from shopformer.train.tracking import git_commit, publish_bundle
+from shopformer.train.tracking import git_commit
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
@@ -97,35 +95,12 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def _export(cfg: DictConfig, dm, ckpt: str, trainer: L.Trainer, logger, commit: str) -> dict[str, Any]:
     """The bundle of the checkpoint's weights in ``<run dir>/bundle``; logged and registered in MLflow."""
-    run_id = getattr(logger, "run_id", None) if logger else None
     metrics = {
         f"test/{k.replace('@', '_')}": v
         for k, v in trainer.lightning_module.last_metrics.get("test", {}).items()
+        if k != "n"
     }
-    model = restore_model(load_checkpoint(ckpt), cfg, dm)
-    bundle = export_run(
-        model,
-        cfg,
-        dm,
-        Path(trainer.default_root_dir) / "bundle",
-        version=run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-        metrics={k: v for k, v in metrics.items() if k != "test/n"},
-        commit=commit,
-        overwrite=True,  # a rerun in the same directory
-        extra={"run_id": run_id} if run_id else None,
-    )
-    out: dict[str, Any] = {"bundle": str(bundle)}
-    if logger:
-        registry = cfg.get("registry") or {}
-        out["registered_model"] = publish_bundle(
-            logger.experiment,
-            run_id,
-            bundle,
-            register=bool(registry.get("register", True)),
-            name=default_name(cfg),
-            alias=registry.get("alias"),
-        )
-    return out
+    return export_and_publish(cfg, dm, ckpt, Path(trainer.default_root_dir), logger, commit, metrics)
 
 
 def _finish_mlflow_run(logger, cfg: DictConfig, dm, ckpt: str | None, commit: str) -> None:
