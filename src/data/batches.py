@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from shopformer.data.vocab import PAD
 
@@ -214,3 +214,29 @@ class ShortestFirstSampler(Sampler[int]):
 def identity_collate(batch):
     """The datasets above already return whole batches."""
     return batch
+
+
+def batch_loader(
+    dataset, batch_size: int, num_workers: int, *, shuffle: bool = False, sampler=None, batch_sampler=None
+) -> DataLoader:
+    """A DataLoader over one of the datasets above (their ``__getitems__`` builds whole batches)."""
+    options = (
+        {"batch_sampler": batch_sampler}
+        if batch_sampler is not None
+        else {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler}
+    )
+    return DataLoader(
+        dataset,
+        collate_fn=identity_collate,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        **options,
+    )
+
+
+def training_loader(dataset, batch_size: int, num_workers: int, length_bucketing: bool) -> DataLoader:
+    """Shuffled training batches; with ``length_bucketing``, of similar lengths (less padding)."""
+    if length_bucketing:
+        sampler = BucketBatchSampler(RandomSampler(dataset), batch_size, lengths=dataset.lengths())
+        return batch_loader(dataset, batch_size, num_workers, batch_sampler=sampler)
+    return batch_loader(dataset, batch_size, num_workers, shuffle=True)

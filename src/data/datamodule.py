@@ -6,16 +6,16 @@ import os
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from shopformer.data.batches import (
-    BucketBatchSampler,
     EvalSet,
     MaskedItemTrainSet,
     NextItemTrainSet,
     ShortestFirstSampler,
     TokenArrays,
-    identity_collate,
+    batch_loader,
+    training_loader,
 )
 from shopformer.data.features import N_GAP_BUCKETS
 from shopformer.data.schema import DataError
@@ -106,27 +106,11 @@ class SequenceDataModule(L.LightningDataModule):
         back = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
         return rep_starts, np.repeat(ends, n_windows) - back * step
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, batch_sampler=None) -> DataLoader:
-        options = (
-            {"batch_sampler": batch_sampler}
-            if batch_sampler
-            else {"batch_size": batch_size, "shuffle": shuffle}
-        )
-        return DataLoader(
-            dataset,
-            collate_fn=identity_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **options,
-        )
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return batch_loader(dataset, batch_size, self.num_workers, shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
-        if self.length_bucketing:
-            sampler = BucketBatchSampler(
-                RandomSampler(self.train_set), self.batch_size, lengths=self.train_set.lengths()
-            )
-            return self._loader(self.train_set, self.batch_size, shuffle=True, batch_sampler=sampler)
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return training_loader(self.train_set, self.batch_size, self.num_workers, self.length_bucketing)
 
     def train_item_counts(self) -> np.ndarray:
         """Number of training events per item id (index 0 = padding, always 0)."""
@@ -146,14 +130,8 @@ class SequenceDataModule(L.LightningDataModule):
         if not self.length_bucketing:
             return self._loader(dataset, self.eval_batch_size, shuffle=False)
         # Shortest histories first (Lightning swaps in a DistributedSampler under DDP).
-        return DataLoader(
-            dataset,
-            batch_size=self.eval_batch_size,
-            sampler=ShortestFirstSampler(dataset.lengths()),
-            collate_fn=identity_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        sampler = ShortestFirstSampler(dataset.lengths())
+        return batch_loader(dataset, self.eval_batch_size, self.num_workers, sampler=sampler)
 
     # -- what models need to size themselves -----------------------------
     @property

@@ -9,9 +9,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
-from shopformer.data.batches import BucketBatchSampler, TokenArrays, identity_collate
+from shopformer.data.batches import TokenArrays, batch_loader, training_loader
 from shopformer.data.features import N_GAP_BUCKETS
 from shopformer.data.journey import (
     IGNORE,
@@ -153,27 +153,11 @@ class JourneyDataModule(L.LightningDataModule):
         )
 
     # -- loaders ---------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, shuffle: bool, batch_sampler=None) -> DataLoader:
-        options = (
-            {"batch_sampler": batch_sampler}
-            if batch_sampler
-            else {"batch_size": batch_size, "shuffle": shuffle}
-        )
-        return DataLoader(
-            dataset,
-            collate_fn=identity_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **options,
-        )
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return batch_loader(dataset, batch_size, self.num_workers, shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
-        if self.length_bucketing:
-            sampler = BucketBatchSampler(
-                RandomSampler(self.train_set), self.batch_size, lengths=self.train_set.lengths()
-            )
-            return self._loader(self.train_set, self.batch_size, shuffle=True, batch_sampler=sampler)
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return training_loader(self.train_set, self.batch_size, self.num_workers, self.length_bucketing)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)
