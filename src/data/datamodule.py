@@ -26,7 +26,32 @@ OBJECTIVES = ("next_item", "masked")
 TRAIN_WINDOWS = ("last", "sliding")
 
 
-class SequenceDataModule(L.LightningDataModule):
+class DatasetSizes:
+    """What models need to size themselves, read from a datamodule's processed dataset (``self.data``)."""
+
+    data: ProcessedDataset | None
+
+    @property
+    def n_items(self) -> int:
+        """Item id space including padding (0)."""
+        self._require_setup()
+        return self.data.n_items
+
+    @property
+    def n_event_types(self) -> int:
+        self._require_setup()
+        return len(self.data.event_vocab)
+
+    @property
+    def n_gap_buckets(self) -> int:
+        return N_GAP_BUCKETS
+
+    def _require_setup(self) -> None:
+        if self.data is None:
+            raise RuntimeError("call setup() first")
+
+
+class SequenceDataModule(DatasetSizes, L.LightningDataModule):
     """Builds (or loads from cache) the processed dataset and serves padded batches.
 
     ``objective``: ``next_item`` (causal, SASRec/GRU4Rec) or ``masked`` (BERT4Rec).
@@ -133,26 +158,7 @@ class SequenceDataModule(L.LightningDataModule):
         sampler = ShortestFirstSampler(dataset.lengths())
         return batch_loader(dataset, self.eval_batch_size, self.num_workers, sampler=sampler)
 
-    # -- what models need to size themselves -----------------------------
-    @property
-    def n_items(self) -> int:
-        """Item id space including padding (0); the mask token is ``n_items``."""
-        self._require_setup()
-        return self.data.n_items
-
     @property
     def mask_id(self) -> int:
+        """The BERT4Rec mask token: one past the last item id."""
         return self.n_items
-
-    @property
-    def n_event_types(self) -> int:
-        self._require_setup()
-        return len(self.data.event_vocab)
-
-    @property
-    def n_gap_buckets(self) -> int:
-        return N_GAP_BUCKETS
-
-    def _require_setup(self) -> None:
-        if self.data is None:
-            raise RuntimeError("call setup() first")

@@ -12,7 +12,7 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from shopformer.data.batches import TokenArrays, batch_loader, training_loader
-from shopformer.data.features import N_GAP_BUCKETS
+from shopformer.data.datamodule import DatasetSizes
 from shopformer.data.journey import (
     IGNORE,
     PARTS,
@@ -52,7 +52,7 @@ def _config(value: Any, kind: type) -> Any:
     return kind(**value) if isinstance(value, dict) else (value or kind())
 
 
-class JourneyDataModule(L.LightningDataModule):
+class JourneyDataModule(DatasetSizes, L.LightningDataModule):
     """Labels every event of the processed dataset (:mod:`shopformer.data.journey`), splits whole
     sessions by start time and serves training windows and evaluation prefixes.
 
@@ -208,21 +208,3 @@ class JourneyDataModule(L.LightningDataModule):
     @property
     def n_event_classes(self) -> int:
         return len(self.event_classes)
-
-    @property
-    def n_items(self) -> int:
-        self._require_setup()
-        return self.data.n_items
-
-    @property
-    def n_event_types(self) -> int:
-        self._require_setup()
-        return len(self.data.event_vocab)
-
-    @property
-    def n_gap_buckets(self) -> int:
-        return N_GAP_BUCKETS
-
-    def _require_setup(self) -> None:
-        if self.data is None:
-            raise RuntimeError("call setup() first")
