@@ -1,8 +1,10 @@
 """The HTTP API (FastAPI): recommend, batch, similar items, journey scores, health, metadata, metrics, reload.
 
 Every bad request is answered 4xx with ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``
-naming the field; anything unexpected is logged and answered 500 as JSON. Endpoints are plain
-``def`` functions, so FastAPI runs them in its thread pool (onnxruntime and FAISS release the GIL).
+naming the field; anything unexpected is logged and answered 500 as JSON. ``POST /recommend`` goes
+through a :class:`MicroBatcher` (concurrent sessions share one encoder run and one index search; off
+with ``batching=False``); the other endpoints are plain ``def`` functions, which FastAPI runs in its
+thread pool (onnxruntime and FAISS release the GIL).
 
 ``POST /admin/reload`` loads the new bundle completely, then swaps one reference: requests already
 running finish on the model they started with. It needs ``Authorization: Bearer <token>`` with the
@@ -11,6 +13,7 @@ token from ``SHOPFORMER_ADMIN_TOKEN`` (read when the app is created); without a 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -23,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from shopformer import __version__
+from shopformer.serve.batching import MicroBatcher
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
 from shopformer.serve.metrics import MetricsMiddleware, ServingMetrics
@@ -61,11 +65,14 @@ def create_app(
     threads: int = 1,
     faiss_threads: int = 1,
     cache_dir: str | os.PathLike | None = None,
+    batching: bool = True,
+    max_batch: int = 64,
 ) -> FastAPI:
     """The app serving a :class:`Recommender` or the bundle at a source (directory or MLflow URI).
 
     ``admin_token`` defaults to ``$SHOPFORMER_ADMIN_TOKEN``; empty or unset disables reload.
-    The thread and cache options also apply to bundles loaded by reload.
+    The thread and cache options also apply to bundles loaded by reload. ``batching`` answers
+    concurrent ``/recommend`` requests together, up to ``max_batch`` sessions per encoder run.
     """
     options = {"threads": threads, "faiss_threads": faiss_threads, "cache_dir": cache_dir}
     recommender = recommender_or_source
@@ -83,19 +90,37 @@ def create_app(
     app.state.slot, app.state.metrics = slot, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_error_handlers(app)
-    _add_model_routes(app, slot, metrics)
+    batcher = MicroBatcher(_recommend_many, max_batch, metrics.batch_size.observe) if batching else None
+    _add_model_routes(app, slot, metrics, batcher)
     _add_admin_routes(app, slot, metrics, token)
     return app
 
 
-def _add_model_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics) -> None:
-    @app.post("/recommend", response_model=RecommendOut, tags=["recommend"])
-    def recommend(body: RecommendIn) -> Response:
-        """Top-k items for one session's history."""
-        rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
-        (result,) = _answer(rec, [body], prefix=())
-        metrics.unknown_items.inc(len(result.unknown_items))
-        return JSONResponse(_result(result, rec))
+def _add_model_routes(
+    app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, batcher: MicroBatcher | None
+) -> None:
+    if batcher is None:
+
+        @app.post("/recommend", response_model=RecommendOut, tags=["recommend"])
+        def recommend(body: RecommendIn) -> Response:
+            """Top-k items for one session's history."""
+            rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
+            (result,) = _answer(rec, [body], prefix=())
+            metrics.unknown_items.inc(len(result.unknown_items))
+            return JSONResponse(_result(result, rec))
+
+    else:
+
+        @app.post("/recommend", response_model=RecommendOut, tags=["recommend"])
+        async def recommend(body: RecommendIn) -> Response:
+            """Top-k items for one session's history."""
+            rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
+            try:
+                result = await asyncio.wrap_future(batcher.submit(rec, body.as_session()))
+            except RequestError as exc:
+                raise _unprocessable(exc, ()) from None
+            metrics.unknown_items.inc(len(result.unknown_items))
+            return JSONResponse(_result(result, rec))
 
     @app.post("/recommend/batch", response_model=RecommendBatchOut, tags=["recommend"])
     def recommend_batch(body: RecommendBatchIn) -> Response:
@@ -188,6 +213,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         message = f"internal error ({type(exc).__name__}); it has been logged"
         return JSONResponse({"detail": message}, status_code=500)
+
+
+def _recommend_many(rec: Recommender, sessions: list) -> list[Recommendation]:
+    return rec.recommend_batch(sessions)
 
 
 def _answer(rec: Recommender, bodies: list[RecommendIn], prefix: tuple) -> list[Recommendation]:

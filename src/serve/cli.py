@@ -1,6 +1,7 @@
 """Console scripts ``shopformer-serve`` and ``shopformer-recommend`` (``key=value`` arguments, no Hydra).
 
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
+        [workers=1] [batching=true] [max_batch=64]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
         (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
@@ -42,6 +43,8 @@ SERVE_ARGS = {
     "cache_dir": (str, ""),
     "log_level": (str, "info"),
     "workers": (int, 1),
+    "batching": (bool, True),  # concurrent /recommend requests share one encoder run
+    "max_batch": (int, 64),
 }
 TASKS = ("recommend", "journey")
 RECOMMEND_ARGS = {
@@ -109,6 +112,8 @@ def app_from_env():
         threads=args["threads"],
         faiss_threads=args["faiss_threads"],
         cache_dir=args["cache_dir"] or None,
+        batching=args["batching"],
+        max_batch=args["max_batch"],
     )
 
 
@@ -117,6 +122,8 @@ def _serve(args: dict[str, Any]) -> None:
 
     if args["workers"] < 1:
         raise UsageError(f"workers must be positive, got {args['workers']}")
+    if args["max_batch"] < 1:
+        raise UsageError(f"max_batch must be positive, got {args['max_batch']}")
     os.environ[SERVE_ENV] = json.dumps(args)
     app = app_from_env()  # loads and verifies the bundle once here, so errors surface before serving
     rec = app.state.slot.current

@@ -15,6 +15,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Single queries take about a millisecond: the default buckets (5 ms and up) would hide them.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -41,6 +42,12 @@ class ServingMetrics:
         self.unknown_items = Counter(
             "shopformer_unknown_items",
             "raw item ids in requests that the catalogue does not know",
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "shopformer_batch_sessions",
+            "sessions answered together by one /recommend batch (dynamic batching)",
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.reloads = Counter(
