@@ -11,14 +11,13 @@
 2. FAISS: Flat, IVF and HNSW32 on a synthetic catalogue (``--catalog`` rows: a Gaussian kernel
    density estimate of the bundle's item vectors) and on the ML-1M items themselves; the queries are real
    ML-1M query vectors (encoded test histories). Builds use 2 FAISS threads, batch-1 latency 1.
-3. HTTP on loopback: ``shopformer-serve`` as a subprocess (and, to see what else would help, the
-   same app under ``uvicorn --workers 2`` and / or with ``/recommend`` as ``async def``: ``--servers``),
-   ``POST /recommend`` with real ML-1M histories (raw ids, 50-200 items, k=10, exclude_seen) from
-   client threads (one keep-alive connection each), closed loop (each client sends its next request
-   when the last one is answered) and open loop (requests at a fixed rate, latency counted from the
-   scheduled send time). CPU ms / request: the server's process group and this (client) process,
-   from /proc. uvicorn picks httptools / uvloop when they are importable (not project dependencies;
-   e.g. ``PYTHONPATH=<dir with them>``); the table says which it used.
+3. HTTP on loopback: ``shopformer-serve`` as a subprocess, with and without its dynamic batching,
+   and the same app under ``uvicorn --workers 2`` (``--servers``), ``POST /recommend`` with real
+   ML-1M histories (raw ids, 50-200 items, k=10, exclude_seen) from keep-alive connections on one
+   asyncio loop (``--client threads``: an http.client thread each), closed loop (each client sends
+   its next request when the last one is answered) and open loop (requests at a fixed rate, latency
+   counted from the scheduled send time). CPU ms / request: the server's process group and this
+   (client) process, from /proc. The table says whether uvicorn found httptools / uvloop.
 
 Prints a header line and one Markdown table per section on stdout; progress goes to stderr.
 """
@@ -489,11 +488,13 @@ class ServerSpec:
     name: str
     workers: int = 1
     async_endpoint: bool = False  # /recommend as ``async def`` (benchmark-only app), not the CLI
+    batching: bool = True  # shopformer-serve's dynamic batching of /recommend
 
 
 SERVERS = {
-    "cli": ServerSpec("shopformer-serve (uvicorn, 1 worker, `def` endpoint)"),
-    "workers2": ServerSpec("uvicorn --workers 2 (same app)", workers=2),
+    "cli": ServerSpec("shopformer-serve (uvicorn, 1 worker, dynamic batching)"),
+    "unbatched": ServerSpec("shopformer-serve batching=false (`def` endpoint, thread pool)", batching=False),
+    "workers2": ServerSpec("uvicorn --workers 2 (same app, dynamic batching)", workers=2),
     "async": ServerSpec("1 worker, /recommend as `async def` (benchmark-only route)", async_endpoint=True),
     "async2": ServerSpec("uvicorn --workers 2, `async def` /recommend", workers=2, async_endpoint=True),
 }
@@ -540,7 +541,8 @@ def server_command(spec: ServerSpec, bundle: Path, port: int, threads: int) -> l
     if spec.workers == 1 and not spec.async_endpoint:
         serve = Path(sys.executable).with_name("shopformer-serve")
         command = [str(serve)] if serve.exists() else [sys.executable, "-m", "shopformer.serve.cli"]
-        return [*command, f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
+        options = [f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
+        return [*command, *options, f"batching={str(spec.batching).lower()}"]
     command = [sys.executable, "-m", "uvicorn", "--factory", f"{Path(__file__).stem}:app_from_env"]
     command += ["--app-dir", str(Path(__file__).resolve().parent), "--host", "127.0.0.1"]
     return [*command, "--port", str(port), "--workers", str(spec.workers), "--log-level", "warning"]
@@ -633,7 +635,9 @@ class Schedule:
         return slot, now if self.rate is None else self.start + slot / self.rate
 
 
-def client(port: int, bodies: list[bytes], schedule: Schedule, result: LoadResult, lock: threading.Lock):
+def threaded_client(
+    port: int, bodies: list[bytes], schedule: Schedule, result: LoadResult, lock: threading.Lock
+) -> None:
     """One client: a keep-alive connection, POST /recommend until the schedule runs out."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, errors, first = [], 0, ""
@@ -662,6 +666,39 @@ def client(port: int, bodies: list[bytes], schedule: Schedule, result: LoadResul
         result.first_error = result.first_error or first
 
 
+async def async_client(port: int, bodies: list[bytes], schedule: Schedule, result: LoadResult) -> None:
+    """One client on the event loop: a keep-alive connection, raw HTTP/1.1 POSTs until the schedule runs
+    out. A few dozen microseconds of CPU per request, so the generator takes little from the server."""
+    import asyncio
+
+    requests = [
+        b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+        for body in bodies
+    ]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while (slot := schedule.take()) is not None:
+            i, send_at = slot
+            if (wait := send_at - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            started = send_at if schedule.rate else time.perf_counter()
+            writer.write(requests[i % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            payload = await reader.readexactly(length)
+            result.latencies_ms.append((time.perf_counter() - started) * 1e3)
+            if head[9:12] != b"200":
+                result.errors += 1
+                result.first_error = result.first_error or f"{head[:12]!r}: {payload[:200]!r}"
+    except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+        result.errors += 1
+        result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+    finally:
+        writer.close()
+
+
 def load_test(
     server: subprocess.Popen,
     port: int,
@@ -670,21 +707,32 @@ def load_test(
     requests: int,
     seconds: float,
     rate: float | None = None,
+    client: str = "asyncio",
 ) -> LoadResult:
-    """``clients`` threads sending ``requests`` requests at most, for ``seconds`` at most; also the
-    CPU time the server's processes and this (client) process spent meanwhile."""
+    """``clients`` connections sending ``requests`` requests at most, for ``seconds`` at most; also the
+    CPU time the server's processes and this (client) process spent meanwhile. ``client``: ``asyncio``
+    (one event loop, raw HTTP/1.1) or ``threads`` (one ``http.client`` thread per connection)."""
+    import asyncio
+
     result, lock = LoadResult(), threading.Lock()
     schedule = Schedule(requests, seconds, rate)  # shared by all clients
-    threads = [
-        threading.Thread(target=client, args=(port, bodies[c:] + bodies[:c], schedule, result, lock))
-        for c in range(clients)
-    ]
+    rotated = [bodies[c:] + bodies[:c] for c in range(clients)]
     server_cpu, client_cpu = group_cpu_seconds(server.pid), time.process_time()
     result.started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    if client == "asyncio":
+
+        async def run_all() -> None:
+            await asyncio.gather(*(async_client(port, b, schedule, result) for b in rotated))
+
+        asyncio.run(run_all())
+    else:
+        threads = [
+            threading.Thread(target=threaded_client, args=(port, b, schedule, result, lock)) for b in rotated
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     result.finished = time.perf_counter()
     result.server_cpu_s = group_cpu_seconds(server.pid) - server_cpu
     result.client_cpu_s = time.process_time() - client_cpu
@@ -714,13 +762,31 @@ def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
         log(f"HTTP: starting {name}")
         server, port = start_server(spec, setup.bundle, args.server_threads)
         try:
-            load_test(server, port, bodies, 4, 100, 30.0)  # warm-up: sessions, thread pool, allocator
-            if key == "cli":
+            load_test(
+                server, port, bodies, 4, 100, 30.0, client=args.client
+            )  # warm-up: sessions, thread pool, allocator
+            if key in ("cli", "unbatched"):
                 log("HTTP: 1 client")
-                one = load_test(server, port, bodies, 1, min(500, args.http_requests), args.http_seconds / 3)
+                one = load_test(
+                    server,
+                    port,
+                    bodies,
+                    1,
+                    min(500, args.http_requests),
+                    args.http_seconds / 3,
+                    client=args.client,
+                )
                 rows.append(http_row(name, "closed loop", 1, one))
             log(f"HTTP: {args.http_clients} clients, closed loop")
-            closed = load_test(server, port, bodies, args.http_clients, args.http_requests, args.http_seconds)
+            closed = load_test(
+                server,
+                port,
+                bodies,
+                args.http_clients,
+                args.http_requests,
+                args.http_seconds,
+                client=args.client,
+            )
             rows.append(http_row(name, "closed loop", args.http_clients, closed))
             if key == "cli":
                 measured = len(closed.latencies_ms) / (closed.finished - closed.started)
@@ -728,7 +794,7 @@ def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
                 log(f"HTTP: {args.http_clients} clients, open loop at {rate:.0f} req/s")
                 seconds = args.http_seconds / 2
                 opened = load_test(
-                    server, port, bodies, args.http_clients, int(rate * seconds), seconds, rate
+                    server, port, bodies, args.http_clients, int(rate * seconds), seconds, rate, args.client
                 )
                 rows.append(http_row(name, f"open loop, {rate:.0f} req/s offered", args.http_clients, opened))
         finally:
@@ -764,7 +830,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-seconds", type=float, help="time cap per load test (default 30)")
     parser.add_argument("--http-clients", type=int, default=32)
     parser.add_argument("--http-rate", type=float, help="open-loop rate (default: half the closed-loop rate)")
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    parser.add_argument(
+        "--servers", nargs="+", default=["cli", "unbatched", "workers2"], choices=list(SERVERS)
+    )
+    parser.add_argument(
+        "--client", default="asyncio", choices=["asyncio", "threads"], help="load generator (default asyncio)"
+    )
     parser.add_argument("--server-threads", type=int, default=1, help="onnxruntime intra-op threads (server)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["encoder", "faiss", "http"])
     args = parser.parse_args(argv)
@@ -825,7 +896,10 @@ def run_sections(setup: Setup, args: argparse.Namespace) -> None:
     if "http" not in args.skip:
         rows = http_section(setup, args)
         print(f"\n## HTTP POST /recommend on loopback (ML-1M histories, 50-{MAX_LEN} raw ids, k=10)\n")
-        print(f"{http_stack()}; client: Python threads, http.client keep-alive, same machine\n")
+        how = {"asyncio": "one asyncio loop, raw HTTP/1.1", "threads": "Python threads, http.client"}[
+            args.client
+        ]
+        print(f"{http_stack()}; client: {how}, keep-alive connections, same machine\n")
         print(table([*HTTP_COLUMNS, "CPU ms / req server / client", "errors"], rows), flush=True)
 
 

@@ -37,6 +37,11 @@ class JourneyModel(SequenceRecommender):
     ``category_buckets`` > 0 adds an embedding of each item's category (:meth:`set_item_categories`),
     which rare and unseen items keep: the item table's attribute, baked into the model, so the inputs
     stay the same token channels.
+    ``session_counts`` adds a projection of counts computed from the inputs to every hidden state:
+    events of each type so far, events so far, and earlier events on the same item. Softmax attention
+    averages and cannot count, yet counts (how many views, how often this item came back) are what
+    purchase intent shows in; the item channel of a short log cannot carry revisits either, since
+    rare items share one token.
     """
 
     objective = "journey"
@@ -62,6 +67,7 @@ class JourneyModel(SequenceRecommender):
         min_item_count: int = 1,
         scale_items: bool = False,
         category_buckets: int = 0,
+        session_counts: bool = False,
     ) -> None:
         if n_event_types < 2:
             raise ValueError(
@@ -92,6 +98,7 @@ class JourneyModel(SequenceRecommender):
         self.event_head = nn.Linear(width, self.n_event_classes)
         self.outcome_head = nn.Linear(width, 2)  # conversion, abandonment
         self.categories = nn.Embedding(category_buckets, dim, padding_idx=0) if category_buckets else None
+        self.counts = nn.Linear(self.n_event_classes + 2, dim) if session_counts else None
         # Internal item id -> embedding row: itself, or the rare-item token (set by set_known_items);
         # and -> category code (0 = none; set by set_item_categories).
         self.register_buffer("item_token", torch.arange(n_items), persistent=True)
@@ -133,17 +140,41 @@ class JourneyModel(SequenceRecommender):
             tokens = torch.where(drop, torch.full_like(tokens, self.rare_token), tokens)
         return tokens
 
+    def session_count_features(self, item_ids: Tensor, event_types: Tensor) -> Tensor:
+        """log1p counts at each position [B, L, C + 2]: events of each type up to and including it,
+        events up to it, earlier events on the same item; zero at padding."""
+        real = (item_ids != 0).unsqueeze(-1)
+        classes = torch.arange(1, self.n_event_classes + 1, device=event_types.device)
+        by_type = (event_types.unsqueeze(-1) == classes).float().cumsum(dim=1)
+        length = real.float().cumsum(dim=1)
+        length_idx = item_ids.shape[1]
+        earlier = torch.ones(length_idx, length_idx, device=item_ids.device, dtype=torch.bool).tril(-1)
+        same = (item_ids.unsqueeze(2) == item_ids.unsqueeze(1)) & earlier
+        repeats = same.float().sum(dim=2, keepdim=True)
+        return torch.log1p(torch.cat([by_type, length, repeats], dim=-1)) * real
+
+    def _add_counts(self, hidden: Tensor, item_ids: Tensor, event_types: Tensor | None) -> Tensor:
+        if self.counts is None or event_types is None:
+            return hidden
+        features = self.session_count_features(item_ids, event_types)
+        if hidden.dim() == 2:  # encode: the last position only
+            features = features[:, -1]
+        return hidden + self.counts(features)
+
     def forward(
         self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
     ) -> Tensor:
         """Hidden states [B, L, D]; padding positions are zero."""
-        return self.encoder(self._embed(item_ids, event_types, gap_buckets), item_ids)
+        hidden = self.encoder(self._embed(item_ids, event_types, gap_buckets), item_ids)
+        if self.counts is not None:
+            hidden = self._add_counts(hidden, item_ids, event_types) * (item_ids != 0).unsqueeze(-1)
+        return hidden
 
     def encode(
         self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
     ) -> Tensor:
         x = self._embed(item_ids, event_types, gap_buckets)
-        return self.encoder(x, item_ids, last_only=True)[:, -1]
+        return self._add_counts(self.encoder(x, item_ids, last_only=True)[:, -1], item_ids, event_types)
 
     def heads(self, hidden: Tensor) -> JourneyLogits:
         """Logits of every head for hidden states [..., D]."""

@@ -51,3 +51,40 @@ def test_schedule_stops_at_the_request_cap_and_paces_an_open_loop():
     assert np.allclose(np.diff(times), 0.01)
     assert bench.Schedule(total=10, seconds=0.0, rate=None).take() is None
     assert bench.pct([1.0] * 99 + [100.0])[0] == 1.0
+
+
+def test_both_load_generators_count_answers_and_errors():
+    import http.server
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = 500 if b"fail" in body else 200
+            payload = b'{"items": []}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    bench = load_script()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port, me = server.server_address[1], SimpleNamespace(pid=os.getpgrp())
+    try:
+        for client in ("asyncio", "threads"):
+            ok = bench.load_test(me, port, [b'{"items": [1]}'], 4, 40, 30.0, client=client)
+            assert len(ok.latencies_ms) == 40 and ok.errors == 0, client
+            failing = bench.load_test(me, port, [b'"fail"'], 2, 20, 30.0, client=client)
+            assert len(failing.latencies_ms) == 20 and failing.errors == 20, client
+            assert "500" in failing.first_error, client
+    finally:
+        server.shutdown()

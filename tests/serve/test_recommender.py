@@ -221,3 +221,24 @@ def test_tampered_bundle_is_refused(bundle, tmp_path):
     (copy / "index.faiss").unlink()
     with pytest.raises(BundleError, match="index.faiss is missing"):
         Recommender.load(copy)
+
+
+def test_faiss_threads_hold_in_any_calling_thread(bundle):
+    import threading
+
+    import faiss
+
+    from shopformer.serve.recommender import Recommender
+
+    rec = Recommender.load(bundle.path, faiss_threads=1)
+    seen = []
+
+    def ask():
+        faiss.omp_set_num_threads(2)  # a fresh thread's OpenMP default on this 2-core machine
+        rec.recommend_batch([{"items": bundle.raw_ids[[1, 2]].tolist()}])
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    worker.join()
+    assert seen == [1]

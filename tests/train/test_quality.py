@@ -10,8 +10,13 @@ from tests.train.runs import compose_train
 
 @pytest.mark.slow
 def test_sasrec_beats_baselines_on_synthetic(tmp_path):
-    base = ["data.source.n_users=6000", "data.source.n_items=3000", "datamodule.max_len=50",
-            "datamodule.batch_size=128", "logger=none"]
+    base = [
+        "data.source.n_users=6000",
+        "data.source.n_items=3000",
+        "datamodule.max_len=50",
+        "datamodule.batch_size=128",
+        "logger=none",
+    ]
     results = {
         model: run(compose_train(tmp_path / model, f"model={model}", *base))["test"]
         for model in ("popularity", "transition")
