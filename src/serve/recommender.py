@@ -33,7 +33,7 @@ from shopformer.data.vocab import PAD, PAD_TOKEN, encode_events
 from shopformer.serve.bundle import INDEX, BundleError, BundleFiles, open_bundle
 from shopformer.serve.index import SEARCH_PARAMETERS, IndexConfigError, read_index, search
 from shopformer.serve.journey import JourneyScore, JourneyScorer, score_journeys
-from shopformer.serve.rules import Filters, ItemAttributes, RequestError, Rules
+from shopformer.serve.rules import Filters, ItemAttributes, RequestError, Rules, in_sorted
 
 ITEM_IDS, EVENT_TYPES, GAP_BUCKETS = "item_ids", "event_types", "gap_buckets"
 ENCODER_INPUTS = (ITEM_IDS, EVENT_TYPES, GAP_BUCKETS)
@@ -194,7 +194,7 @@ class Recommender:
         item_ids = np.asarray(item_ids, dtype=np.int64)
         queries = self.query_vectors({name: np.asarray(inputs[name], dtype=np.int64) for name in self.inputs})
         rules = self._rules(filters, None)
-        plans = [_Plan(k, row[row > 0] if exclude_seen else None, rules) for row in item_ids]
+        plans = [_Plan(k, np.unique(row[row > 0]) if exclude_seen else None, rules) for row in item_ids]
         ids = np.zeros((len(plans), k), dtype=np.int64)
         scores = np.full((len(plans), k), -np.inf, dtype=np.float32)
         for row, (found, found_scores) in enumerate(self.retrieve(queries, plans)):
@@ -244,8 +244,20 @@ class Recommender:
         """One encoder run: float32 [B, D] query vectors for left-padded int64 inputs (cut to the
         last ``max_len`` columns, left-padded to ``min_len``)."""
         feeds = {name: self._fit(np.asarray(inputs[name], dtype=np.int64)) for name in self.inputs}
-        (queries,) = self.session.run([self.output], feeds)
-        return np.ascontiguousarray(queries, dtype=np.float32)
+        lengths = (feeds[ITEM_IDS] != PAD).sum(axis=1)
+        groups = length_groups(lengths)
+        if len(groups) == 1:
+            (queries,) = self.session.run([self.output], feeds)
+            return np.ascontiguousarray(queries, dtype=np.float32)
+        # Rows of similar length run together, each group cut to its own longest row: padding a
+        # 50-item history to a 200-item neighbour costs more than the extra encoder calls.
+        queries = np.empty((len(lengths), self.items.shape[1]), dtype=np.float32)
+        for rows in groups:
+            width = max(int(lengths[rows].max()), self.min_len)
+            (queries[rows],) = self.session.run(
+                [self.output], {n: f[rows, -width:] for n, f in feeds.items()}
+            )
+        return queries
 
     def retrieve(self, queries: np.ndarray, plans: Sequence[_Plan]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top items per query after rules: one FAISS search for all, then wider ones where needed."""
@@ -377,7 +389,7 @@ class _Plan:
         else:
             keep = ids > 0
             if self.seen is not None and self.seen.size:
-                keep &= ~np.isin(ids, self.seen)
+                keep &= ~in_sorted(ids, self.seen)
             adjusted = scores
         eligible = np.flatnonzero(keep)
         top = eligible[np.argsort(-adjusted[eligible], kind="stable")[: self.k]]
@@ -407,6 +419,24 @@ def download(source: str, directory: str | os.PathLike) -> Path:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"bundle {source}: cannot download from MLflow ({first})") from None
     return Path(path)
+
+
+def length_groups(lengths: np.ndarray, max_rows: int = 8, slack: float = 1.15) -> list[np.ndarray]:
+    """Row indices grouped by length (shortest first): a group holds at most ``max_rows`` rows, the
+    longest at most ``slack`` times the shortest. One group when the lengths are already close."""
+    if len(lengths) <= 1 or lengths.max() <= slack * max(int(lengths.min()), 1):
+        return [np.arange(len(lengths))]
+    order = np.argsort(lengths, kind="stable")
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        if (
+            end == len(order)
+            or end - start == max_rows
+            or lengths[order[end]] > slack * max(int(lengths[order[start]]), 1)
+        ):
+            groups.append(order[start:end])
+            start = end
+    return groups
 
 
 def project_store_uri(mlflow: Any) -> str | None:

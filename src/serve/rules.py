@@ -189,10 +189,11 @@ class Rules:
     def apply(
         self, ids: np.ndarray, scores: np.ndarray, seen: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(eligible mask, boosted scores) for candidate internal ids and their scores."""
+        """(eligible mask, boosted scores) for candidate internal ids and their scores; ``seen``: sorted,
+        unique internal ids to exclude."""
         keep = ids > 0
         if seen is not None and seen.size:
-            keep &= ~np.isin(ids, seen)
+            keep &= ~in_sorted(ids, seen)
         if self.excluded.size:
             keep &= ~np.isin(ids, self.excluded)
         keep &= self._attribute_mask(ids)
@@ -302,3 +303,12 @@ def _boosts(value: Any, key: str) -> dict:
         message = f"must be an object of name -> number, got {type(value).__name__}"
         raise FilterError(("filters", key), message)
     return {name: _number(boost, key, name) for name, boost in value.items()}
+
+
+def in_sorted(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_unique)`` for an already sorted, unique second array: a binary search
+    per value, no sorting of either array (the seen items of a session are kept sorted)."""
+    if not sorted_unique.size:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.searchsorted(sorted_unique, values).clip(max=sorted_unique.size - 1)
+    return sorted_unique[at] == values

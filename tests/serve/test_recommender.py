@@ -242,3 +242,29 @@ def test_faiss_threads_hold_in_any_calling_thread(bundle):
     worker.start()
     worker.join()
     assert seen == [1]
+
+
+def test_length_groups_bound_padding_and_cover_every_row():
+    from shopformer.serve.recommender import length_groups
+
+    lengths = np.array([200, 50, 52, 120, 199, 51, 130, 0, 60])
+    groups = length_groups(lengths, max_rows=2, slack=1.15)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    for rows in groups:
+        assert len(rows) <= 2
+        assert lengths[rows].max() <= 1.15 * max(lengths[rows].min(), 1)
+    assert [len(g) for g in length_groups(np.array([100, 105, 110]))] == [3]  # close: one run
+
+
+def test_grouped_encoder_runs_equal_one_session_at_a_time(bundle):
+    from shopformer.serve.recommender import Recommender, Session
+
+    rec = Recommender.load(bundle.path)
+    rng = np.random.default_rng(0)
+    sessions = [
+        Session(items=bundle.raw_ids[rng.integers(1, len(bundle.raw_ids), size=n)].tolist())
+        for n in (3, 40, 4, 25, 7, 39, 1, 12)
+    ]
+    alone = np.concatenate([rec.query_vectors(rec.encode([s]).inputs) for s in sessions])
+    together = rec.query_vectors(rec.encode(sessions).inputs)
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)

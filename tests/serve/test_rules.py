@@ -103,3 +103,13 @@ def test_filter_on_an_attribute_the_bundle_lacks(attributes):
         with pytest.raises(FilterError, match="has no") as info:
             Rules(filters, bare)
         assert info.value.loc == ("filters", field)
+
+
+def test_in_sorted_equals_isin():
+    from shopformer.serve.rules import in_sorted
+
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 5, 300):
+        seen = np.unique(rng.integers(0, 500, size=size))
+        values = rng.integers(-3, 520, size=(4, 50))
+        np.testing.assert_array_equal(in_sorted(values, seen), np.isin(values, seen))
