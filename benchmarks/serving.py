@@ -46,9 +46,6 @@ import numpy as np
 
 MAX_LEN = 200
 K_RECALL = 100
-BUNDLE_ENV = "SHOPFORMER_BENCH_BUNDLE"  # read by app_from_env() in uvicorn worker processes
-THREADS_ENV = "SHOPFORMER_BENCH_THREADS"
-ASYNC_ENV = "SHOPFORMER_BENCH_ASYNC"
 STARTUP_SECONDS = 180.0  # the box may be busy: loading imports + bundle can take a while
 HEADERS = {"Content-Type": "application/json"}
 
@@ -487,48 +484,18 @@ class ServerSpec:
 
     name: str
     workers: int = 1
-    async_endpoint: bool = False  # /recommend as ``async def`` (benchmark-only app), not the CLI
-    batching: bool = True  # shopformer-serve's dynamic batching of /recommend
+    batching: str = "loop"  # shopformer-serve's dynamic batching of /recommend: loop | thread | off
 
 
 SERVERS = {
-    "cli": ServerSpec("shopformer-serve (uvicorn, 1 worker, dynamic batching)"),
-    "unbatched": ServerSpec("shopformer-serve batching=false (`def` endpoint, thread pool)", batching=False),
-    "workers2": ServerSpec("uvicorn --workers 2 (same app, dynamic batching)", workers=2),
-    "async": ServerSpec("1 worker, /recommend as `async def` (benchmark-only route)", async_endpoint=True),
-    "async2": ServerSpec("uvicorn --workers 2, `async def` /recommend", workers=2, async_endpoint=True),
+    "cli": ServerSpec("shopformer-serve (1 worker, batching on the event loop)"),
+    "thread": ServerSpec(
+        "shopformer-serve batching=thread (1 worker, batches on a thread)", batching="thread"
+    ),
+    "unbatched": ServerSpec("shopformer-serve batching=off (`def` endpoint, thread pool)", batching="off"),
+    "workers2": ServerSpec("shopformer-serve workers=2 (batching on each event loop)", workers=2),
+    "thread2": ServerSpec("shopformer-serve workers=2 batching=thread", workers=2, batching="thread"),
 }
-
-
-def app_from_env():
-    """uvicorn ``--factory`` entry point of the server variants ``shopformer-serve`` cannot start:
-    several workers, or /recommend as ``async def`` (run on the event loop, no thread-pool hop)."""
-    from shopformer.serve.app import create_app
-
-    app = create_app(os.environ[BUNDLE_ENV], threads=int(os.environ.get(THREADS_ENV, "1")))
-    if os.environ.get(ASYNC_ENV) == "1":
-        replace_with_async_recommend(app)
-    return app
-
-
-def replace_with_async_recommend(app) -> None:
-    """Swap the app's ``def`` /recommend route for an ``async def`` one giving the same answer."""
-    from fastapi.responses import JSONResponse
-
-    from shopformer.serve.schemas import RecommendIn
-
-    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/recommend"]
-
-    async def recommend(body):
-        rec = app.state.slot.current
-        (result,) = rec.recommend_batch([body.as_session()])
-        items = [{"item_id": item, "score": score} for item, score in result.items]
-        model = {"name": rec.name, "version": rec.version}
-        return JSONResponse({"items": items, "unknown_items": result.unknown_items, "model": model})
-
-    # Real classes, not the strings ``from __future__ import annotations`` would leave for FastAPI.
-    recommend.__annotations__ = {"body": RecommendIn, "return": JSONResponse}
-    app.post("/recommend")(recommend)
 
 
 def free_port() -> int:
@@ -538,22 +505,17 @@ def free_port() -> int:
 
 
 def server_command(spec: ServerSpec, bundle: Path, port: int, threads: int) -> list[str]:
-    if spec.workers == 1 and not spec.async_endpoint:
-        serve = Path(sys.executable).with_name("shopformer-serve")
-        command = [str(serve)] if serve.exists() else [sys.executable, "-m", "shopformer.serve.cli"]
-        options = [f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
-        return [*command, *options, f"batching={str(spec.batching).lower()}"]
-    command = [sys.executable, "-m", "uvicorn", "--factory", f"{Path(__file__).stem}:app_from_env"]
-    command += ["--app-dir", str(Path(__file__).resolve().parent), "--host", "127.0.0.1"]
-    return [*command, "--port", str(port), "--workers", str(spec.workers), "--log-level", "warning"]
+    serve = Path(sys.executable).with_name("shopformer-serve")
+    command = [str(serve)] if serve.exists() else [sys.executable, "-m", "shopformer.serve.cli"]
+    options = [f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
+    return [*command, *options, f"workers={spec.workers}", f"batching={spec.batching}"]
 
 
 def start_server(spec: ServerSpec, bundle: Path, threads: int) -> tuple[subprocess.Popen, int]:
     """The server in its own process group, once it answers /health; (process, port)."""
     port = free_port()
     command = server_command(spec, bundle, port, threads)
-    env = {**os.environ, BUNDLE_ENV: str(bundle), THREADS_ENV: str(threads)}
-    env[ASYNC_ENV] = "1" if spec.async_endpoint else "0"
+    env = dict(os.environ)
     server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -765,7 +727,7 @@ def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
             load_test(
                 server, port, bodies, 4, 100, 30.0, client=args.client
             )  # warm-up: sessions, thread pool, allocator
-            if key in ("cli", "unbatched"):
+            if spec.workers == 1:
                 log("HTTP: 1 client")
                 one = load_test(
                     server,

@@ -2,9 +2,9 @@
 
 Every bad request is answered 4xx with ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``
 naming the field; anything unexpected is logged and answered 500 as JSON. ``POST /recommend`` goes
-through a :class:`MicroBatcher` (concurrent sessions share one encoder run and one index search; off
-with ``batching=False``); the other endpoints are plain ``def`` functions, which FastAPI runs in its
-thread pool (onnxruntime and FAISS release the GIL).
+through a dynamic batcher (concurrent sessions share one encoder run and one index search; see
+:mod:`shopformer.serve.batching`; ``batching="off"`` answers each alone). The other endpoints are
+plain ``def`` functions, which FastAPI runs in its thread pool (onnxruntime and FAISS release the GIL).
 
 ``POST /admin/reload`` loads the new bundle completely, then swaps one reference: requests already
 running finish on the model they started with. It needs ``Authorization: Bearer <token>`` with the
@@ -13,7 +13,6 @@ token from ``SHOPFORMER_ADMIN_TOKEN`` (read when the app is created); without a 
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import os
@@ -26,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from shopformer import __version__
-from shopformer.serve.batching import MicroBatcher
+from shopformer.serve.batching import MODES, LoopBatcher, ThreadBatcher, make_batcher
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
 from shopformer.serve.metrics import MetricsMiddleware, ServingMetrics
@@ -65,15 +64,18 @@ def create_app(
     threads: int = 1,
     faiss_threads: int = 1,
     cache_dir: str | os.PathLike | None = None,
-    batching: bool = True,
+    batching: str = "loop",
     max_batch: int = 64,
 ) -> FastAPI:
     """The app serving a :class:`Recommender` or the bundle at a source (directory or MLflow URI).
 
     ``admin_token`` defaults to ``$SHOPFORMER_ADMIN_TOKEN``; empty or unset disables reload.
-    The thread and cache options also apply to bundles loaded by reload. ``batching`` answers
-    concurrent ``/recommend`` requests together, up to ``max_batch`` sessions per encoder run.
+    The thread and cache options also apply to bundles loaded by reload. ``batching`` (``loop``,
+    ``thread`` or ``off``) answers concurrent ``/recommend`` requests together, up to ``max_batch``
+    sessions per encoder run.
     """
+    if batching not in (*MODES, "off"):
+        raise ValueError(f"batching must be one of {(*MODES, 'off')}, got {batching!r}")
     options = {"threads": threads, "faiss_threads": faiss_threads, "cache_dir": cache_dir}
     recommender = recommender_or_source
     if not isinstance(recommender, Recommender):
@@ -90,14 +92,16 @@ def create_app(
     app.state.slot, app.state.metrics = slot, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_error_handlers(app)
-    batcher = MicroBatcher(_recommend_many, max_batch, metrics.batch_size.observe) if batching else None
+    batcher = None
+    if batching != "off":
+        batcher = make_batcher(batching, _recommend_many, max_batch, metrics.batch_size.observe)
     _add_model_routes(app, slot, metrics, batcher)
     _add_admin_routes(app, slot, metrics, token)
     return app
 
 
 def _add_model_routes(
-    app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, batcher: MicroBatcher | None
+    app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, batcher: LoopBatcher | ThreadBatcher | None
 ) -> None:
     if batcher is None:
 
@@ -116,7 +120,7 @@ def _add_model_routes(
             """Top-k items for one session's history."""
             rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
             try:
-                result = await asyncio.wrap_future(batcher.submit(rec, body.as_session()))
+                result = await batcher.submit(rec, body.as_session())
             except RequestError as exc:
                 raise _unprocessable(exc, ()) from None
             metrics.unknown_items.inc(len(result.unknown_items))

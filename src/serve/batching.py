@@ -1,10 +1,15 @@
 """Dynamic batching: single-session requests that arrive together share one encoder run and one search.
 
-One worker thread takes every request queued since its last batch (up to ``max_batch``) and answers
-them with one ``recommend_batch`` call per model, so there is no waiting timer: an idle service answers
-a lone request at once, and a busy one batches whatever queued while the previous batch ran (the way
-Triton's and TF Serving's dynamic batchers behave with a zero queue delay). The event loop keeps
-parsing requests while the worker computes.
+Whatever queued while the previous batch ran (up to ``max_batch``) is answered with one
+``recommend_batch`` call per model. There is no waiting timer: an idle service answers a lone
+request at once, a busy one batches (Triton's and TF Serving's dynamic batchers with a zero queue
+delay). Two ways to run the batches:
+
+- :class:`LoopBatcher` (the default): on the event loop itself. The process stays one thread, so
+  nothing contends for the GIL and no request waits on a thread hand-off; use one worker process
+  per core (``workers=N``).
+- :class:`ThreadBatcher`: on one worker thread, so that the event loop parses requests while a
+  batch computes; a single worker process then uses a little more than one core.
 
 A request the model refuses (a :class:`RequestError` located at its batch position) fails alone:
 the rest of its batch is answered again without it.
@@ -12,6 +17,7 @@ the rest of its batch is answered again without it.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -21,34 +27,121 @@ from typing import Any
 from shopformer.serve.rules import RequestError
 
 BatchFunction = Callable[[Any, Sequence[Any]], Sequence[Any]]
+MODES = ("loop", "thread")
 
 
-class MicroBatcher:
-    """``submit(model, item)`` returns a future; ``run(model, items)`` answers a list of items at once."""
+def answer(run: BatchFunction, model: Any, items: list[Any]) -> list[tuple[bool, Any]]:
+    """``(ok, result or exception)`` per item: one ``run`` for all, again without any item it refuses."""
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(items)
+    waiting = list(range(len(items)))
+    while waiting:
+        try:
+            results = run(model, [items[i] for i in waiting])
+        except RequestError as exc:
+            position = exc.loc[0] if exc.loc and isinstance(exc.loc[0], int) else None
+            if position is None or not 0 <= position < len(waiting):
+                return _settle(outcomes, waiting, exc)
+            outcomes[waiting.pop(position)] = (False, RequestError(exc.loc[1:], exc.message))
+            continue
+        except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
+            return _settle(outcomes, waiting, exc)
+        for i, result in zip(waiting, results, strict=True):
+            outcomes[i] = (True, result)
+        break
+    return outcomes  # type: ignore[return-value]
 
+
+def _settle(outcomes: list, waiting: list[int], exc: BaseException) -> list[tuple[bool, Any]]:
+    for i in waiting:
+        outcomes[i] = (False, exc)
+    return outcomes
+
+
+def by_model(jobs: Sequence[tuple[Any, Any, Any]]) -> list[tuple[Any, list[tuple[Any, Any]]]]:
+    """``(model, item, future)`` jobs grouped by model object (a reload may put two models in one
+    batch), in arrival order: ``[(model, [(item, future), ...]), ...]``."""
+    groups: dict[int, tuple[Any, list]] = {}
+    for model, item, future in jobs:
+        groups.setdefault(id(model), (model, []))[1].append((item, future))
+    return list(groups.values())
+
+
+def make_batcher(mode: str, run: BatchFunction, max_batch: int = 64, on_batch=None):
+    """A :class:`LoopBatcher` (``mode="loop"``) or a :class:`ThreadBatcher` (``"thread"``)."""
+    if mode not in MODES:
+        raise ValueError(f"batching mode must be one of {MODES}, got {mode!r}")
+    return (LoopBatcher if mode == "loop" else ThreadBatcher)(run, max_batch, on_batch)
+
+
+class _Batcher:
     def __init__(
         self, run: BatchFunction, max_batch: int = 64, on_batch: Callable[[int], None] | None = None
-    ):
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         self.run, self.max_batch, self.on_batch = run, max_batch, on_batch
+
+
+class LoopBatcher(_Batcher):
+    """``await batcher.submit(model, item)``: batches run on the submitting event loop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per event loop (a test client may run several): jobs waiting, and the drain task if any.
+        self._pending: dict[asyncio.AbstractEventLoop, list] = {}
+        self._drains: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+    async def submit(self, model: Any, item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.setdefault(loop, []).append((model, item, future))
+        if loop not in self._drains:
+            self._drains[loop] = loop.create_task(self._drain(loop))
+        return await future
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while self._pending.get(loop):
+                await asyncio.sleep(0)  # requests already read by the loop join this batch
+                pending = self._pending[loop]
+                jobs, self._pending[loop] = pending[: self.max_batch], pending[self.max_batch :]
+                if self.on_batch is not None:
+                    self.on_batch(len(jobs))
+                for model, group in by_model(jobs):
+                    items = [item for item, _ in group]
+                    for (_, future), (ok, value) in zip(group, answer(self.run, model, items), strict=True):
+                        if not future.done():  # the client may have gone
+                            future.set_result(value) if ok else future.set_exception(value)
+        finally:
+            self._drains.pop(loop, None)
+            if not self._pending.get(loop):
+                self._pending.pop(loop, None)
+
+
+class ThreadBatcher(_Batcher):
+    """``await batcher.submit(model, item)``: batches run on one worker thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._starting = threading.Lock()
 
-    def submit(self, model: Any, item: Any) -> Future:
+    async def submit(self, model: Any, item: Any) -> Any:
+        return await asyncio.wrap_future(self.submit_future(model, item))
+
+    def submit_future(self, model: Any, item: Any) -> Future:
         """Queue one item for ``model``; the future holds its answer or the error that concerns it."""
         future: Future = Future()
         self._queue.put((model, item, future))
         if self._worker is None:
-            self._start()
+            with self._starting:
+                if self._worker is None:
+                    self._worker = threading.Thread(
+                        target=self._serve, name="shopformer-batcher", daemon=True
+                    )
+                    self._worker.start()
         return future
-
-    def _start(self) -> None:
-        with self._starting:
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._serve, name="shopformer-batcher", daemon=True)
-                self._worker.start()
 
     def _serve(self) -> None:
         while True:
@@ -60,37 +153,8 @@ class MicroBatcher:
                     break
             if self.on_batch is not None:
                 self.on_batch(len(jobs))
-            for model, group in _by_model(jobs):
-                self._answer(model, group)
-
-    def _answer(self, model: Any, jobs: list[tuple[Any, Future]]) -> None:
-        jobs = [(item, future) for item, future in jobs if future.set_running_or_notify_cancel()]
-        while jobs:
-            try:
-                results = self.run(model, [item for item, _ in jobs])
-            except RequestError as exc:
-                position = exc.loc[0] if exc.loc and isinstance(exc.loc[0], int) else None
-                if position is None or not 0 <= position < len(jobs):
-                    _fail(jobs, exc)
-                    return
-                jobs.pop(position)[1].set_exception(RequestError(exc.loc[1:], exc.message))
-                continue
-            except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
-                _fail(jobs, exc)
-                return
-            for (_, future), result in zip(jobs, results, strict=True):
-                future.set_result(result)
-            return
-
-
-def _by_model(jobs: list[tuple[Any, Any, Future]]) -> list[tuple[Any, list[tuple[Any, Future]]]]:
-    """Jobs grouped by model object (a reload may put two models in one batch), in arrival order."""
-    groups: dict[int, tuple[Any, list]] = {}
-    for model, item, future in jobs:
-        groups.setdefault(id(model), (model, []))[1].append((item, future))
-    return list(groups.values())
-
-
-def _fail(jobs: list[tuple[Any, Future]], exc: BaseException) -> None:
-    for _, future in jobs:
-        future.set_exception(exc)
+            for model, group in by_model(jobs):
+                group = [(item, future) for item, future in group if future.set_running_or_notify_cancel()]
+                items = [item for item, _ in group]
+                for (_, future), (ok, value) in zip(group, answer(self.run, model, items), strict=True):
+                    future.set_result(value) if ok else future.set_exception(value)

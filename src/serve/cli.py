@@ -1,7 +1,7 @@
 """Console scripts ``shopformer-serve`` and ``shopformer-recommend`` (``key=value`` arguments, no Hydra).
 
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
-        [workers=1] [batching=true] [max_batch=64]
+        [workers=1] [batching=loop|thread|off] [max_batch=64]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
         (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
@@ -43,7 +43,7 @@ SERVE_ARGS = {
     "cache_dir": (str, ""),
     "log_level": (str, "info"),
     "workers": (int, 1),
-    "batching": (bool, True),  # concurrent /recommend requests share one encoder run
+    "batching": (str, "loop"),  # concurrent /recommend requests share one encoder run: loop|thread|off
     "max_batch": (int, 64),
 }
 TASKS = ("recommend", "journey")
@@ -124,6 +124,8 @@ def _serve(args: dict[str, Any]) -> None:
         raise UsageError(f"workers must be positive, got {args['workers']}")
     if args["max_batch"] < 1:
         raise UsageError(f"max_batch must be positive, got {args['max_batch']}")
+    if args["batching"] not in ("loop", "thread", "off"):
+        raise UsageError(f"batching must be loop, thread or off, got {args['batching']!r}")
     os.environ[SERVE_ENV] = json.dumps(args)
     app = app_from_env()  # loads and verifies the bundle once here, so errors surface before serving
     rec = app.state.slot.current
