@@ -102,7 +102,12 @@ class LoopBatcher(_Batcher):
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             while self._pending.get(loop):
-                await asyncio.sleep(0)  # requests already read by the loop join this batch
+                # Requests the loop has already read are a few callbacks from joining: yield until
+                # the queue stops growing (or is full), so they join this batch, not the next one.
+                waiting = 0
+                while waiting != len(self._pending[loop]) < self.max_batch:
+                    waiting = len(self._pending[loop])
+                    await asyncio.sleep(0)
                 pending = self._pending[loop]
                 jobs, self._pending[loop] = pending[: self.max_batch], pending[self.max_batch :]
                 if self.on_batch is not None:
