@@ -42,7 +42,8 @@ def run_workers(
     app_factory: Callable[[], Any], workers: int, host: str, port: int, log_level: str, env: dict[str, str]
 ) -> int:
     """Serve ``app_factory()`` from ``workers`` spawned processes until one exits or this process is
-    told to stop (SIGTERM / SIGINT, passed on to every worker); 0 when the first to exit exited cleanly."""
+    told to stop (SIGTERM / SIGINT, passed on to every worker); 0 when told to stop or when the first
+    worker to exit exited cleanly."""
     context = multiprocessing.get_context("spawn")  # no fork of a loaded onnxruntime session
     processes = [
         context.Process(target=_worker, args=(app_factory, host, port, log_level, env), name=f"worker-{i}")
@@ -51,7 +52,11 @@ def run_workers(
     for process in processes:
         process.start()
 
+    told: list[int] = []
+
     def stop(signum: int | None = None, frame: Any = None) -> None:
+        if signum is not None:
+            told.append(signum)
         for process in processes:
             if process.is_alive():
                 process.terminate()
@@ -65,7 +70,8 @@ def run_workers(
             process.join(15)
             if process.is_alive():
                 process.kill()
-        return 0 if not first.exitcode else 1
+        # Stopped on request: uvicorn re-raises the SIGTERM it got once it has shut down cleanly.
+        return 0 if told or not first.exitcode else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
