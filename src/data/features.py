@@ -14,6 +14,14 @@ GAP_FIRST = 1  # the first event of a sequence has no previous event
 N_GAP_BUCKETS = len(GAP_EDGES_SECONDS) + 3  # pad, first, one per edge, and "longer"
 
 
+def gap_bucket_seconds() -> np.ndarray:
+    """A typical gap (seconds) per bucket id: 0 for padding and first events, the geometric middle
+    of each bucket's edges (half the first edge, twice the last for "longer")."""
+    edges = GAP_EDGES_SECONDS.astype(np.float64)
+    middles = np.sqrt(edges[:-1] * edges[1:])
+    return np.concatenate([[0.0, 0.0, edges[0] / 2], middles, [edges[-1] * 2]])
+
+
 def gap_buckets(timestamps: np.ndarray, sequence_starts: np.ndarray) -> np.ndarray:
     """Bucket of the time since the previous event of the same sequence, per event.
 

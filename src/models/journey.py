@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from shopformer.data.features import gap_bucket_seconds
 from shopformer.models.attention import TransformerEncoder
 from shopformer.models.base import SequenceRecommender
 from shopformer.models.embedding import TokenEmbedding
@@ -38,10 +39,11 @@ class JourneyModel(SequenceRecommender):
     which rare and unseen items keep: the item table's attribute, baked into the model, so the inputs
     stay the same token channels.
     ``session_counts`` adds a projection of counts computed from the inputs to every hidden state:
-    events of each type so far, events so far, and earlier events on the same item. Softmax attention
-    averages and cannot count, yet counts (how many views, how often this item came back) are what
-    purchase intent shows in; the item channel of a short log cannot carry revisits either, since
-    rare items share one token.
+    events of each type so far, events so far, earlier events on the same item, and (with the gap
+    channel) the time since the window's first event, summed from typical gaps of the buckets.
+    Softmax attention averages and cannot count, yet counts (how many views, how often this item came
+    back) are what purchase intent shows in; the item channel of a short log cannot carry revisits
+    either, since rare items share one token.
     """
 
     objective = "journey"
@@ -98,7 +100,13 @@ class JourneyModel(SequenceRecommender):
         self.event_head = nn.Linear(width, self.n_event_classes)
         self.outcome_head = nn.Linear(width, 2)  # conversion, abandonment
         self.categories = nn.Embedding(category_buckets, dim, padding_idx=0) if category_buckets else None
-        self.counts = nn.Linear(self.n_event_classes + 2, dim) if session_counts else None
+        self.counts = nn.Linear(self.n_event_classes + 3, dim) if session_counts else None
+        # Typical seconds per gap bucket, for the elapsed-time count (a constant, not a parameter).
+        seconds = torch.zeros(max(n_gap_buckets, 1))
+        if n_gap_buckets:
+            table = torch.as_tensor(gap_bucket_seconds(), dtype=torch.float32)
+            seconds[: min(len(table), n_gap_buckets)] = table[:n_gap_buckets]
+        self.register_buffer("gap_seconds", seconds, persistent=False)
         # Internal item id -> embedding row: itself, or the rare-item token (set by set_known_items);
         # and -> category code (0 = none; set by set_item_categories).
         self.register_buffer("item_token", torch.arange(n_items), persistent=True)
@@ -140,9 +148,12 @@ class JourneyModel(SequenceRecommender):
             tokens = torch.where(drop, torch.full_like(tokens, self.rare_token), tokens)
         return tokens
 
-    def session_count_features(self, item_ids: Tensor, event_types: Tensor) -> Tensor:
-        """log1p counts at each position [B, L, C + 2]: events of each type up to and including it,
-        events up to it, earlier events on the same item; zero at padding."""
+    def session_count_features(
+        self, item_ids: Tensor, event_types: Tensor, gap_buckets: Tensor | None = None
+    ) -> Tensor:
+        """log1p counts at each position [B, L, C + 3]: events of each type up to and including it,
+        events up to it, earlier events on the same item, and minutes since the window's first event
+        (0 without the gap channel); zero at padding."""
         real = (item_ids != 0).unsqueeze(-1)
         classes = torch.arange(1, self.n_event_classes + 1, device=event_types.device)
         by_type = (event_types.unsqueeze(-1) == classes).float().cumsum(dim=1)
@@ -151,12 +162,19 @@ class JourneyModel(SequenceRecommender):
         earlier = torch.ones(length_idx, length_idx, device=item_ids.device, dtype=torch.bool).tril(-1)
         same = (item_ids.unsqueeze(2) == item_ids.unsqueeze(1)) & earlier
         repeats = same.float().sum(dim=2, keepdim=True)
-        return torch.log1p(torch.cat([by_type, length, repeats], dim=-1)) * real
+        if gap_buckets is None:
+            minutes = torch.zeros_like(repeats)
+        else:  # the window's first real event starts the clock
+            gaps = self.gap_seconds[gap_buckets.long()] * (length > 1).squeeze(-1)
+            minutes = gaps.cumsum(dim=1).unsqueeze(-1) / 60.0
+        return torch.log1p(torch.cat([by_type, length, repeats, minutes], dim=-1)) * real
 
-    def _add_counts(self, hidden: Tensor, item_ids: Tensor, event_types: Tensor | None) -> Tensor:
+    def _add_counts(
+        self, hidden: Tensor, item_ids: Tensor, event_types: Tensor | None, gap_buckets: Tensor | None
+    ) -> Tensor:
         if self.counts is None or event_types is None:
             return hidden
-        features = self.session_count_features(item_ids, event_types)
+        features = self.session_count_features(item_ids, event_types, gap_buckets)
         if hidden.dim() == 2:  # encode: the last position only
             features = features[:, -1]
         return hidden + self.counts(features)
@@ -167,14 +185,17 @@ class JourneyModel(SequenceRecommender):
         """Hidden states [B, L, D]; padding positions are zero."""
         hidden = self.encoder(self._embed(item_ids, event_types, gap_buckets), item_ids)
         if self.counts is not None:
-            hidden = self._add_counts(hidden, item_ids, event_types) * (item_ids != 0).unsqueeze(-1)
+            hidden = self._add_counts(hidden, item_ids, event_types, gap_buckets) * (item_ids != 0).unsqueeze(
+                -1
+            )
         return hidden
 
     def encode(
         self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
     ) -> Tensor:
         x = self._embed(item_ids, event_types, gap_buckets)
-        return self._add_counts(self.encoder(x, item_ids, last_only=True)[:, -1], item_ids, event_types)
+        hidden = self.encoder(x, item_ids, last_only=True)[:, -1]
+        return self._add_counts(hidden, item_ids, event_types, gap_buckets)
 
     def heads(self, hidden: Tensor) -> JourneyLogits:
         """Logits of every head for hidden states [..., D]."""

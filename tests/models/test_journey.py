@@ -279,3 +279,32 @@ def test_item_categories_are_an_extra_embedding_rare_items_keep():
     assert torch.allclose(after, model.encode(**same)) and not torch.allclose(after, model.encode(**other))
     with pytest.raises(ValueError, match="category codes"):
         model.set_item_categories(np.full(N_ITEMS, 4))
+
+
+def test_session_counts_are_the_counts_so_far():
+    model = _model(session_counts=True)
+    ids = torch.tensor([[0, 0, 5, 7, 5, 5]])
+    events = torch.tensor([[0, 0, 1, 1, 2, 1]])  # view, view, cart, view
+    gaps = torch.tensor([[0, 0, 1, 2, 4, 8]])  # first event, then <=10 s, 30-60 s, 10-30 min
+    counts = torch.expm1(model.session_count_features(ids, events, gaps))[0]
+    views, carts, purchases, length, repeats, minutes = counts.T
+    assert views.tolist() == [0, 0, 1, 2, 2, 3] and carts.tolist() == [0, 0, 0, 0, 1, 1]
+    assert purchases.abs().sum() == 0 and length.tolist() == [0, 0, 1, 2, 3, 4]
+    assert torch.allclose(repeats, torch.tensor([0.0, 0, 0, 0, 1, 2]), atol=1e-6)  # item 5 came back twice
+    assert minutes[2] == 0 and 0 < minutes[3] < minutes[4] < 1 < 10 < minutes[5] < 30
+    assert (counts[:2] == 0).all()  # padding
+
+
+def test_session_counts_keep_the_model_causal_and_padding_blind():
+    model, batch = _model(session_counts=True), _batch()
+    hidden = model(**batch)
+    assert torch.allclose(model.encode(**batch), hidden[:, -1], atol=1e-5)
+    changed = {k: v.clone() for k, v in batch.items()}
+    for channel in changed.values():
+        channel[:, 3:] = torch.randint(1, 4, channel[:, 3:].shape)
+    assert torch.allclose(model(**changed)[:, :3], hidden[:, :3], atol=1e-6)
+    padded = {k: torch.nn.functional.pad(v[1:], (2, 0)) for k, v in batch.items()}  # two more pads
+    assert torch.allclose(
+        model.encode(**padded), model.encode(**{k: v[1:] for k, v in batch.items()}), atol=1e-5
+    )
+    assert not torch.allclose(model.encode(**batch), _model(session_counts=False).encode(**batch))
