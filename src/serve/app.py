@@ -13,11 +13,13 @@ token from ``SHOPFORMER_ADMIN_TOKEN`` (read when the app is created); without a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -43,6 +45,7 @@ from shopformer.serve.schemas import (
     ReloadIn,
     SimilarIn,
 )
+from shopformer.serve.shared_reload import SharedSource, follow
 
 ADMIN_TOKEN_ENV = "SHOPFORMER_ADMIN_TOKEN"
 log = logging.getLogger("shopformer.serve")
@@ -66,13 +69,16 @@ def create_app(
     cache_dir: str | os.PathLike | None = None,
     batching: str = "loop",
     max_batch: int = 64,
+    shared_reload: str | os.PathLike | None = None,
+    follow_interval: float = 1.0,
 ) -> FastAPI:
     """The app serving a :class:`Recommender` or the bundle at a source (directory or MLflow URI).
 
     ``admin_token`` defaults to ``$SHOPFORMER_ADMIN_TOKEN``; empty or unset disables reload.
     The thread and cache options also apply to bundles loaded by reload. ``batching`` (``loop``,
     ``thread`` or ``off``) answers concurrent ``/recommend`` requests together, up to ``max_batch``
-    sessions per encoder run.
+    sessions per encoder run. ``shared_reload``: a file through which the worker processes of one
+    service follow each other's reloads (checked every ``follow_interval`` seconds).
     """
     if batching not in (*MODES, "off"):
         raise ValueError(f"batching must be one of {(*MODES, 'off')}, got {batching!r}")
@@ -84,10 +90,23 @@ def create_app(
     slot, metrics = ModelSlot(recommender, options), ServingMetrics()
     metrics.serving(recommender.name, recommender.version)
 
+    shared = SharedSource(shared_reload) if shared_reload else None
+
+    def follow_reload(source: str) -> None:
+        _swap(slot, metrics, Recommender.load(source, **slot.load_options))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(follow(shared, follow_reload, follow_interval)) if shared else None
+        yield
+        if task is not None:
+            task.cancel()
+
     app = FastAPI(
         title="shopformer",
         version=__version__,
         description="Session-based recommendations from an exported shopformer bundle.",
+        lifespan=lifespan,
     )
     app.state.slot, app.state.metrics = slot, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -96,7 +115,7 @@ def create_app(
     if batching != "off":
         batcher = make_batcher(batching, _recommend_many, max_batch, metrics.batch_size.observe)
     _add_model_routes(app, slot, metrics, batcher)
-    _add_admin_routes(app, slot, metrics, token)
+    _add_admin_routes(app, slot, metrics, token, shared)
     return app
 
 
@@ -177,7 +196,9 @@ def _add_model_routes(
         return Response(metrics.render(), media_type=metrics.content_type)
 
 
-def _add_admin_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, token: str) -> None:
+def _add_admin_routes(
+    app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, token: str, shared: SharedSource | None
+) -> None:
     def require_admin(authorization: str | None = Header(None)) -> None:
         if not token:
             raise HTTPException(403, f"admin endpoints are disabled: set {ADMIN_TOKEN_ENV} to enable them")
@@ -198,11 +219,19 @@ def _add_admin_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, to
             raise _unprocessable(RequestError("source", str(exc)), ()) from None
         finally:
             slot.reloading.release()
-        previous, slot.current = slot.current, new
-        metrics.reloads.labels(result="ok").inc()
-        metrics.serving(new.name, new.version)
-        log.info("serving %s %s from %s", new.name, new.version, new.source)
+        previous = _swap(slot, metrics, new)
+        if shared is not None:
+            shared.publish(body.source)  # the other worker processes follow within a second or so
         return {"model": _model(new), "previous": _model(previous), "source": new.source}
+
+
+def _swap(slot: ModelSlot, metrics: ServingMetrics, new: Recommender) -> Recommender:
+    """Serve ``new`` from now on (one reference assignment); the recommender it replaces."""
+    previous, slot.current = slot.current, new
+    metrics.reloads.labels(result="ok").inc()
+    metrics.serving(new.name, new.version)
+    log.info("serving %s %s from %s", new.name, new.version, new.source)
+    return previous
 
 
 def _add_error_handlers(app: FastAPI) -> None:

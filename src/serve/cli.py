@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -115,6 +116,7 @@ def app_from_env():
         cache_dir=args["cache_dir"] or None,
         batching=args["batching"],
         max_batch=args["max_batch"],
+        shared_reload=args.get("reload_file"),
     )
     # The loaded libraries and model are hundreds of thousands of long-lived objects: left to the
     # cyclic GC, every full collection walks them all and stalls requests by tens of milliseconds.
@@ -151,8 +153,10 @@ def _serve(args: dict[str, Any]) -> None:
     from shopformer.serve.workers import run_workers
 
     del app
-    env = {SERVE_ENV: os.environ[SERVE_ENV]}
-    code = run_workers(app_from_env, args["workers"], args["host"], args["port"], args["log_level"], env)
+    with tempfile.TemporaryDirectory(prefix="shopformer-serve-") as shared:
+        # Workers follow each other's /admin/reload through this file (see serve/shared_reload.py).
+        env = {SERVE_ENV: json.dumps({**args, "reload_file": os.path.join(shared, "bundle-source.json")})}
+        code = run_workers(app_from_env, args["workers"], args["host"], args["port"], args["log_level"], env)
     if code:
         raise SystemExit(code)
 

@@ -251,3 +251,28 @@ def _wait_for_more(done: list, more: int = 3, timeout: float = 10.0) -> None:
     while len(done) < target:
         assert time.monotonic() < deadline, "no requests completed in time"
         time.sleep(0.005)
+
+
+def test_workers_follow_a_reload_through_the_shared_file(recommender, bundle, second_bundle, tmp_path):
+    shared = tmp_path / "bundle-source.json"
+    options = {"admin_token": TOKEN, "shared_reload": shared, "follow_interval": 0.05}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        TestClient(create_app(recommender, **options)) as one,
+        TestClient(create_app(recommender, **options)) as two,
+    ):
+        response = one.post("/admin/reload", json={"source": str(second_bundle.path)}, headers=headers)
+        assert response.status_code == 200
+        assert one.get("/health").json()["model"]["version"] == "2"
+        deadline = time.monotonic() + 10
+        while two.get("/health").json()["model"]["version"] != "2":
+            assert time.monotonic() < deadline, "the other worker did not follow the reload"
+            time.sleep(0.05)
+        # and back: the second worker publishes, the first follows
+        assert (
+            two.post("/admin/reload", json={"source": str(bundle.path)}, headers=headers).status_code == 200
+        )
+        while one.get("/health").json()["model"]["version"] != "1":
+            assert time.monotonic() < deadline, "the first worker did not follow the reload"
+            time.sleep(0.05)
+        assert 'shopformer_reloads_total{result="ok"} 2.0' in one.get("/metrics").text  # its own + followed
