@@ -792,7 +792,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flat-latency-queries", type=int, help="batch-1 Flat searches timed (default 200)")
     parser.add_argument("--batch1-calls", type=int, help="timed batch-1 encoder calls (default 300)")
     parser.add_argument("--batch256-calls", type=int, help="timed batch-256 encoder calls (default 20)")
-    parser.add_argument("--http-requests", type=int, help="request cap per load test (default 3000)")
+    parser.add_argument("--http-requests", type=int, help="request cap per load test (default 20,000)")
     parser.add_argument("--http-seconds", type=float, help="time cap per load test (default 30)")
     parser.add_argument("--http-clients", type=int, default=32)
     parser.add_argument("--http-rate", type=float, help="open-loop rate (default: half the closed-loop rate)")
@@ -813,7 +813,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "flat_latency_queries": (200, 100),
         "batch1_calls": (300, 100),
         "batch256_calls": (20, 5),
-        "http_requests": (3000, 600),
+        "http_requests": (20000, 2000),
         "http_seconds": (30.0, 10.0),
     }
     for name, (full, quick) in defaults.items():
