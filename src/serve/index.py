@@ -17,6 +17,7 @@ import numpy as np
 faiss.cvar.distance_compute_blas_threshold = 20
 
 SEARCH_PARAMETERS = ("nprobe", "efSearch")
+BUILD_PARAMETERS = ("efConstruction",)  # shape the index while it is built; stored in the index file
 # k-means for IVF lists converges on a sample: FAISS suggests 30..256 points per list.
 TRAIN_POINTS_PER_LIST = 64
 
@@ -44,9 +45,21 @@ def build_index(
                 f"the catalogue has {n}"
             )
         index.train(_training_sample(vectors, nlist))
+    set_build_params(index, params or {})
     index.add(vectors)
     set_search_params(index, params or {})
     return index
+
+
+def set_build_params(index: faiss.Index, params: dict[str, Any]) -> None:
+    """Apply ``efConstruction`` (HNSW: candidates kept while linking each new item; FAISS's default
+    40 gives a graph whose recall@100 tops out near 0.94 on a million items) before items are added."""
+    if params.get("efConstruction") is None:
+        return
+    graph = getattr(faiss.downcast_index(index), "hnsw", None)
+    if graph is None:
+        raise IndexConfigError("efConstruction applies to HNSW indexes only")
+    graph.efConstruction = int(params["efConstruction"])
 
 
 def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
@@ -60,11 +73,12 @@ def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
 
 def set_search_params(index: faiss.Index, params: dict[str, Any]) -> None:
     """Apply ``nprobe`` / ``efSearch`` (those the index has) through FAISS's ParameterSpace."""
-    unknown = sorted(set(params) - set(SEARCH_PARAMETERS))
+    unknown = sorted(set(params) - set(SEARCH_PARAMETERS) - set(BUILD_PARAMETERS))
     if unknown:
         raise IndexConfigError(
-            f"unknown index search parameter(s) {unknown}; known: {list(SEARCH_PARAMETERS)}"
+            f"unknown index parameter(s) {unknown}; known: {list(SEARCH_PARAMETERS + BUILD_PARAMETERS)}"
         )
+    params = {key: value for key, value in params.items() if key in SEARCH_PARAMETERS}
     if params:
         spec = ",".join(f"{key}={int(value)}" for key, value in params.items())
         try:

@@ -41,6 +41,7 @@ from shopformer.serve.index import (
     IndexConfigError,
     build_index,
     measure_recall,
+    set_build_params,
     set_search_params,
     write_index,
 )
@@ -377,7 +378,9 @@ def check_index_spec(factory: str, params: dict[str, Any] | None, dim: int, n_it
             f"index {factory!r} needs at least {nlist} items to train its {nlist} lists; "
             f"the catalogue has {n_items - 1}"
         )
-    set_search_params(index, {k: v for k, v in (params or {}).items() if v is not None})
+    given = {k: v for k, v in (params or {}).items() if v is not None}
+    set_build_params(index, given)
+    set_search_params(index, given)
 
 
 def _check_target(out: Path, overwrite: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -31,6 +32,18 @@ def test_approximate_indexes_measure_their_recall(items):
     assert 0.5 < ix.measure_recall(hnsw, items, queries, k=10)["value"] <= 1.0
 
 
+def test_ef_construction_builds_a_better_graph(items, tmp_path):
+    queries = items[1:201]
+    loose = ix.build_index(items, "HNSW8", {"efSearch": 10, "efConstruction": 4})
+    careful = ix.build_index(items, "HNSW8", {"efSearch": 10, "efConstruction": 200})
+    assert faiss.downcast_index(careful).hnsw.efConstruction == 200
+    loose_recall = ix.measure_recall(loose, items, queries, k=10)["value"]
+    assert ix.measure_recall(careful, items, queries, k=10)["value"] > loose_recall
+    ix.write_index(careful, tmp_path / "index.faiss")  # stored with the graph; not a search parameter
+    again = ix.read_index(tmp_path / "index.faiss", {"efSearch": 10, "efConstruction": 200})
+    assert faiss.downcast_index(again).hnsw.efConstruction == 200
+
+
 def test_ivf_trains_on_a_bounded_reproducible_sample(items):
     sample = ix._training_sample(items[1:], nlist=8)
     assert len(sample) == ix.TRAIN_POINTS_PER_LIST * 8 < len(items) - 1
@@ -44,7 +57,8 @@ def test_ivf_trains_on_a_bounded_reproducible_sample(items):
     [
         ("Bogus", {}, "not valid"),
         ("IVF5000,Flat", {}, "needs at least 5000 items"),
-        ("HNSW32", {"nprob": 3}, "unknown index search parameter"),
+        ("HNSW32", {"nprob": 3}, "unknown index parameter"),
+        ("IVF16,Flat", {"efConstruction": 100}, "HNSW indexes only"),
     ],
 )
 def test_bad_index_specs_are_one_clear_error(items, factory, params, message):
