@@ -420,7 +420,9 @@ def faiss_rows(
     return rows
 
 
-def catalogue_specs(n: int, nlist: int, quick: bool) -> list[IndexSpec]:
+def catalogue_specs(
+    n: int, nlist: int, quick: bool, hnsw_builds: Sequence[tuple[int, int]], ef_search: Sequence[int]
+) -> list[IndexSpec]:
     ivf = IndexSpec(
         f"IVF{nlist},Flat (trained on {min(n, 40 * nlist):,} random items)",
         f"IVF{nlist},Flat",
@@ -430,14 +432,9 @@ def catalogue_specs(n: int, nlist: int, quick: bool) -> list[IndexSpec]:
     )
     hnsw = [
         IndexSpec(
-            f"HNSW32 (efConstruction {ef})",
-            "HNSW32",
-            "efSearch",
-            (128, 256, 512, 1024),
-            None,
-            {"efConstruction": ef},
+            f"HNSW{m} (efConstruction {ef})", f"HNSW{m}", "efSearch", ef_search, None, {"efConstruction": ef}
         )
-        for ef in ((40,) if quick else (40, 200))  # FAISS's default, and the hnsw preset's
+        for m, ef in hnsw_builds
     ]
     return [IndexSpec("Flat", "Flat"), ivf, *hnsw]
 
@@ -481,7 +478,7 @@ def faiss_section(setup: Setup, rec, args: argparse.Namespace) -> tuple[list[lis
     rows = faiss_rows(f"ML-1M items ({len(items) - 1:,})", items, queries, small_specs(len(items) - 1), 1000)
     log(f"synthetic catalogue: {args.catalog:,} items (noise {args.noise})")
     catalogue = synthetic_catalogue(items, args.catalog, args.noise)
-    specs = catalogue_specs(args.catalog, args.ivf_nlist, args.quick)
+    specs = catalogue_specs(args.catalog, args.ivf_nlist, args.quick, args.hnsw, args.ef_search)
     label = f"synthetic {args.catalog:,}"
     rows += faiss_rows(label, catalogue, queries, specs, args.flat_latency_queries)
     return rows, noise_note(items, args.noise)
@@ -800,6 +797,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", type=float, default=0.5, help="synthetic noise scale (x item covariance)")
     parser.add_argument("--queries", type=int, default=1000, help="real query vectors for FAISS")
     parser.add_argument("--ivf-nlist", type=int, help="IVF lists on the synthetic catalogue (default 4096)")
+    parser.add_argument(
+        "--hnsw",
+        nargs="+",
+        type=lambda text: tuple(int(x) for x in text.split(":")),
+        default=[(32, 40), (32, 200), (64, 200)],
+        help="HNSW builds on the synthetic catalogue as M:efConstruction (default 32:40 32:200 64:200)",
+    )
+    parser.add_argument("--ef-search", nargs="+", type=int, default=[128, 256, 512, 1024])
     parser.add_argument("--flat-latency-queries", type=int, help="batch-1 Flat searches timed (default 200)")
     parser.add_argument("--batch1-calls", type=int, help="timed batch-1 encoder calls (default 300)")
     parser.add_argument("--batch256-calls", type=int, help="timed batch-256 encoder calls (default 20)")

@@ -295,7 +295,7 @@ def test_export_cli_writes_an_hnsw_bundle(sasrec_run, tmp_path, capsys, monkeypa
     line = json.loads(lines[0])
     assert line["bundle"] == str(out) and line["version"] == "v1" and line["name"] == "shopformer-train"
     manifest = verify_bundle(out)
-    assert manifest["index"]["factory"] == "HNSW32"
+    assert manifest["index"]["factory"] == "HNSW64"
     assert manifest["index"]["params"] == {"efSearch": 64, "efConstruction": 200}
     assert manifest["index"]["recall"]["value"] > 0.8
     assert manifest["metrics"] and all(k.startswith("val/") for k in manifest["metrics"])
