@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from shopformer import __version__
-from shopformer.serve.batching import MODES, LoopBatcher, ThreadBatcher, make_batcher
+from shopformer.serve.batching import SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
 from shopformer.serve.metrics import MetricsMiddleware, ServingMetrics
@@ -80,8 +80,8 @@ def create_app(
     sessions per encoder run. ``shared_reload``: a file through which the worker processes of one
     service follow each other's reloads (checked every ``follow_interval`` seconds).
     """
-    if batching not in (*MODES, "off"):
-        raise ValueError(f"batching must be one of {(*MODES, 'off')}, got {batching!r}")
+    if batching not in SETTINGS:
+        raise ValueError(f"batching must be one of {SETTINGS}, got {batching!r}")
     options = {"threads": threads, "faiss_threads": faiss_threads, "cache_dir": cache_dir}
     recommender = recommender_or_source
     if not isinstance(recommender, Recommender):

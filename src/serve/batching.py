@@ -28,6 +28,7 @@ from shopformer.serve.rules import RequestError
 
 BatchFunction = Callable[[Any, Sequence[Any]], Sequence[Any]]
 MODES = ("loop", "thread")
+SETTINGS = (*MODES, "off")  # the service's ``batching`` option: a mode, or no batching
 
 
 def answer(run: BatchFunction, model: Any, items: list[Any]) -> list[tuple[bool, Any]]:

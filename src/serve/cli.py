@@ -31,6 +31,7 @@ from shopformer.serve.batch import (
     score_sessions,
     write_recommendations,
 )
+from shopformer.serve.batching import SETTINGS
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.rules import RequestError
 
@@ -134,8 +135,8 @@ def _serve(args: dict[str, Any]) -> None:
         raise UsageError("workers > 1 need a fixed port (port=0 would give each worker its own)")
     if args["max_batch"] < 1:
         raise UsageError(f"max_batch must be positive, got {args['max_batch']}")
-    if args["batching"] not in ("loop", "thread", "off"):
-        raise UsageError(f"batching must be loop, thread or off, got {args['batching']!r}")
+    if args["batching"] not in SETTINGS:
+        raise UsageError(f"batching must be one of {', '.join(SETTINGS)}, got {args['batching']!r}")
     os.environ[SERVE_ENV] = json.dumps(args)
     app = app_from_env()  # loads and verifies the bundle once here, so errors surface before serving
     rec = app.state.slot.current

@@ -14,8 +14,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Single queries take about a millisecond: the default buckets (5 ms and up) would hide them.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Single queries take about a millisecond: the default buckets (5 ms and up) would hide them.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
