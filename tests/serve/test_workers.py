@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from shopformer.serve.cli import serve_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +63,14 @@ def test_connections_spread_over_the_workers_and_sigterm_stops_them_all():
             parent.kill()
 
 
-def test_several_workers_need_a_fixed_port(capsys):
-    assert serve_main(["bundle=/nonexistent", "workers=2", "port=0"]) == 2
-    assert "fixed port" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["workers=2", "port=0"], "fixed port"),
+        (["batching=sometimes"], "batching must be one of loop, thread, off"),
+        (["max_batch=0"], "max_batch must be positive"),
+    ],
+)
+def test_bad_serve_options_are_one_line_errors(capsys, options, message):
+    assert serve_main(["bundle=/nonexistent", *options]) == 2  # refused before the bundle is read
+    assert message in capsys.readouterr().err
