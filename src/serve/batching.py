@@ -58,6 +58,13 @@ def _settle(outcomes: list, waiting: list[int], exc: BaseException) -> list[tupl
     return outcomes
 
 
+def _settle_futures(run: BatchFunction, model: Any, group: list[tuple[Any, Any]]) -> None:
+    """Answer ``(item, future)`` pairs with one :func:`answer` call (asyncio or concurrent futures)."""
+    outcomes = answer(run, model, [item for item, _ in group])
+    for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+        future.set_result(value) if ok else future.set_exception(value)
+
+
 def by_model(jobs: Sequence[tuple[Any, Any, Any]]) -> list[tuple[Any, list[tuple[Any, Any]]]]:
     """``(model, item, future)`` jobs grouped by model object (a reload may put two models in one
     batch), in arrival order: ``[(model, [(item, future), ...]), ...]``."""
@@ -114,10 +121,7 @@ class LoopBatcher(_Batcher):
                 if self.on_batch is not None:
                     self.on_batch(len(jobs))
                 for model, group in by_model(jobs):
-                    items = [item for item, _ in group]
-                    for (_, future), (ok, value) in zip(group, answer(self.run, model, items), strict=True):
-                        if not future.done():  # the client may have gone
-                            future.set_result(value) if ok else future.set_exception(value)
+                    _settle_futures(self.run, model, [(i, f) for i, f in group if not f.done()])
         finally:
             self._drains.pop(loop, None)
             if not self._pending.get(loop):
@@ -160,7 +164,6 @@ class ThreadBatcher(_Batcher):
             if self.on_batch is not None:
                 self.on_batch(len(jobs))
             for model, group in by_model(jobs):
-                group = [(item, future) for item, future in group if future.set_running_or_notify_cancel()]
-                items = [item for item, _ in group]
-                for (_, future), (ok, value) in zip(group, answer(self.run, model, items), strict=True):
-                    future.set_result(value) if ok else future.set_exception(value)
+                _settle_futures(
+                    self.run, model, [(i, f) for i, f in group if f.set_running_or_notify_cancel()]
+                )
