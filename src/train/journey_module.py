@@ -14,6 +14,7 @@ from shopformer.models.journey import JourneyModel
 from shopformer.models.journey_loss import JourneyLoss, head_logits_to_probs
 from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, tune_gamma
 from shopformer.train.module import RecommenderModule
+from shopformer.train.schedule import check_decay_start
 
 CHANNELS = ("event_types", "gap_buckets")
 SPLITS = ("val", "test")
@@ -41,8 +42,10 @@ class JourneyModule(L.LightningModule):
         warmup_steps: int = 0,
         cosine: bool = False,
         min_lr_ratio: float = 0.0,
+        decay_start: float = 0.0,
     ) -> None:
         super().__init__()
+        check_decay_start(decay_start)
         self.model, self.loss = model, loss
         self.save_hyperparameters(ignore=["model", "loss", "prior"])
         self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)

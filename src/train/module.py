@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -12,12 +11,13 @@ from torch import Tensor
 from shopformer.models.base import SequenceRecommender
 from shopformer.models.losses import NextItemLoss
 from shopformer.models.metrics import FullRankingMetrics
+from shopformer.train.schedule import check_decay_start, lr_factor
 
 CHANNELS = ("event_types", "gap_buckets")
 
 
 class RecommenderModule(L.LightningModule):
-    """Trains ``model`` with ``loss`` (AdamW, warm-up then cosine decay); ranks the whole catalogue."""
+    """Trains ``model`` with ``loss`` (AdamW, warm-up, constant, cosine decay); ranks the whole catalogue."""
 
     def __init__(
         self,
@@ -29,11 +29,13 @@ class RecommenderModule(L.LightningModule):
         warmup_steps: int = 0,
         cosine: bool = False,
         min_lr_ratio: float = 0.0,
+        decay_start: float = 0.0,
         ks: Sequence[int] = (10, 20, 100),
         exclude_seen: bool = False,
         eval_chunk_size: int = 65536,
     ) -> None:
         super().__init__()
+        check_decay_start(decay_start)
         self.model, self.loss = model, loss
         self.save_hyperparameters(ignore=["model", "loss"])
         self.ks = tuple(ks)
@@ -101,14 +103,19 @@ class RecommenderModule(L.LightningModule):
         if not hp.warmup_steps and not hp.cosine:
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        trainer = self.trainer
 
-        def factor(step: int) -> float:
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            if not hp.cosine:
-                return 1.0
-            progress = min(1.0, (step - hp.warmup_steps) / max(1, total - hp.warmup_steps))
-            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        def factor(_: int) -> float:
+            # The trainer's global step, not the scheduler's own count: a run resumed from a
+            # checkpoint saved without a scheduler (constant lr) still decays at the right step.
+            return lr_factor(
+                trainer.global_step,
+                total,
+                hp.warmup_steps,
+                hp.cosine,
+                hp.min_lr_ratio,
+                hp.get("decay_start", 0.0),
+            )
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
