@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import lightning as L
+from lightning.pytorch.callbacks import WeightAveraging
 
 
 class EpochSummary(L.Callback):
@@ -35,3 +36,13 @@ class EpochSummary(L.Callback):
             parts.append(f"loss {float(logged['train/loss']):.4f}")
         parts += [f"val/{m} {float(logged[f'val/{m}']):.4f}" for m in self.metrics if f"val/{m}" in logged]
         print(" | ".join(parts), flush=True)
+
+
+def detach_weight_averaging(trainer: L.Trainer) -> None:
+    """Remove EMA / SWA callbacks once fitting is over, so validate/test score the averaged weights.
+
+    The best checkpoint's ``state_dict`` holds the averaged weights (what validation selected it by,
+    and what export and ``shopformer-eval`` load); with the callback still attached, Lightning reloads
+    the raw weights (``current_model_state``) into the module for ``trainer.test``.
+    """
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]

@@ -24,6 +24,7 @@ from shopformer.data.schema import DataError
 from shopformer.models.journey_baselines import BASELINES, PrefixLabels, SessionEvents
 from shopformer.models.journey_loss import JourneyLoss
 from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, tune_gamma
+from shopformer.train.callbacks import detach_weight_averaging
 from shopformer.train.config import build_datamodule, build_model
 from shopformer.train.export import export_and_publish
 from shopformer.train.journey_module import JourneyModule
@@ -81,6 +82,7 @@ def run_journey(cfg: DictConfig, commit: str) -> dict[str, Any] | None:
     if logger:
         logger.log_hyperparams(_flat(module.shopformer_config))
     trainer.fit(module, datamodule=dm)
+    detach_weight_averaging(trainer)
     ckpt = _best_checkpoint(trainer)
     # Validation of the chosen weights sets the next-event decision rule that the test then uses.
     trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)

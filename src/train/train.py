@@ -19,6 +19,7 @@ from shopformer.data.schema import DataError
 from shopformer.data.split import TRAIN
 from shopformer.models.baselines import FittedBaseline
 from shopformer.serve.index import IndexConfigError
+from shopformer.train.callbacks import detach_weight_averaging
 from shopformer.train.config import CONF_DIR, build_datamodule, build_model, model_objective
 from shopformer.train.export import ExportError, check_index_spec, export_and_publish
 from shopformer.train.module import RecommenderModule
@@ -64,6 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         logger.log_hyperparams(_flat(module.shopformer_config))
     if trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
+        detach_weight_averaging(trainer)
     ckpt = _best_checkpoint(trainer) if trainable else None
     test_metrics = {}
     if cfg.get("test_after_fit", True):

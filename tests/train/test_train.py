@@ -96,3 +96,21 @@ def test_resume_continues_from_a_checkpoint(tmp_path):
         )
     )
     assert resumed["epochs"] == 3  # epoch 1 and 2 trained on top of the checkpoint's epoch 0
+
+
+def test_ema_weights_are_what_is_tested_and_saved(tmp_path):
+    """With Lightning's EMA callback, the run's test metrics are those of the averaged weights, the ones
+    the best checkpoint holds (and export / shopformer-eval load), not the raw weights."""
+    summary = run(
+        compose_train(
+            tmp_path,
+            "model.dim=16",
+            "logger=none",
+            "trainer.max_epochs=2",
+            "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
+            "+callbacks.ema.decay=0.9",
+        )
+    )
+    result = evaluate(summary["checkpoint"], "test", ["all_items"], "cpu")
+    for metric in ("ndcg@10", "hr@10", "hr@100"):
+        assert result["all_items"][metric] == pytest.approx(summary["test"][metric], abs=1e-6)
