@@ -29,6 +29,7 @@ from torchmetrics.functional.classification import (
 )
 
 from shopformer.data.journey import IGNORE
+from shopformer.models.bootstrap import Difference, paired_bootstrap
 
 EPS = 1e-7
 ECE_BINS = 15
@@ -130,3 +131,75 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     rate = np.bincount(which, weights=y, minlength=bins) / np.maximum(count, 1)
     used = count > 0
     return mean_p[used], rate[used], count[used]
+
+
+def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC of 0/1 ``labels`` by the rank-sum formula (ties share their average rank); NaN: one class."""
+    labels = np.asarray(labels).astype(bool)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return math.nan
+    _, inverse, counts = np.unique(np.asarray(probs), return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = float(average_rank[inverse][labels].sum())
+    return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+
+
+def macro_f1(decisions: np.ndarray, labels: np.ndarray, classes: int) -> float:
+    """Macro-F1 of ``decisions``; classes never predicted and never seen do not count (as torchmetrics)."""
+    decisions, labels = np.asarray(decisions), np.asarray(labels)
+    true_positive = np.bincount(labels[decisions == labels], minlength=classes)
+    predicted = np.bincount(decisions, minlength=classes)
+    actual = np.bincount(labels, minlength=classes)
+    involved = (predicted + actual) > 0
+    if not involved.any():
+        return math.nan
+    f1 = 2.0 * true_positive / np.maximum(predicted + actual, 1)
+    return float(f1[involved].mean())
+
+
+def decide(probs: np.ndarray, prior: np.ndarray | None, gamma: float) -> np.ndarray:
+    """The next-event decision of :func:`next_event_metrics`: ``argmax p / prior**gamma``."""
+    return _decide(torch.as_tensor(np.asarray(probs, dtype=np.float64)), prior, gamma).numpy()
+
+
+def lead_over(
+    model: JourneyPredictions,
+    baseline: JourneyPredictions,
+    labels: dict[str, np.ndarray],
+    groups: np.ndarray,
+    prior: np.ndarray | None,
+    gammas: tuple[float, float],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Difference]:
+    """Model minus baseline on conversion ROC-AUC and next-event macro-F1 (each with its own validated
+    decision ``gammas``), with a paired bootstrap over ``groups`` (the session of each prefix)."""
+    groups = np.asarray(groups)
+    out = {}
+    converted = np.asarray(labels["conversion"])
+    keep = converted != IGNORE
+    if keep.any():
+        y = converted[keep]
+        out["conversion_roc_auc"] = paired_bootstrap(
+            lambda p, rows: roc_auc(p[rows], y[rows]),
+            np.asarray(model.conversion)[keep],
+            np.asarray(baseline.conversion)[keep],
+            groups[keep],
+            resamples,
+            seed,
+        )
+    following = np.asarray(labels["next_event"])
+    keep = following != IGNORE
+    if keep.any():
+        y, classes = following[keep], np.asarray(model.next_event).shape[1]
+        out["next_event_macro_f1"] = paired_bootstrap(
+            lambda d, rows: macro_f1(d[rows], y[rows], classes),
+            decide(np.asarray(model.next_event)[keep], prior, gammas[0]),
+            decide(np.asarray(baseline.next_event)[keep], prior, gammas[1]),
+            groups[keep],
+            resamples,
+            seed,
+        )
+    return out

@@ -23,7 +23,7 @@ from shopformer.data.journey_datamodule import JourneyDataModule
 from shopformer.data.schema import DataError
 from shopformer.models.journey_baselines import BASELINES, PrefixLabels, SessionEvents
 from shopformer.models.journey_loss import JourneyLoss
-from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, tune_gamma
+from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, lead_over, tune_gamma
 from shopformer.train.callbacks import detach_weight_averaging
 from shopformer.train.config import build_datamodule, build_model
 from shopformer.train.export import export_and_publish
@@ -97,13 +97,15 @@ def run_journey(cfg: DictConfig, commit: str) -> dict[str, Any] | None:
     baselines = {}
     for name in journey.get("baselines") or list(BASELINES):
         predictions[name], baselines[name] = score_baseline(name, dm, labels)
+    test = module.last_metrics["test"]
+    lead = leads(dm, predictions, labels, test, baselines, int(journey.get("bootstrap_resamples", 1000)))
     run_dir = Path(trainer.default_root_dir)
     plots = journey_plots(predictions, labels, run_dir / "plots")
-    test = module.last_metrics["test"]
     summary = {
         "run_id": getattr(logger, "run_id", None) if logger else None,
         "test": _rounded(test),
         "baselines": {name: _rounded(values) for name, values in baselines.items()},
+        "lead": lead,
         "examples": {part: ex.counts() for part, ex in dm.examples.items()},
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
@@ -141,6 +143,31 @@ def score_baseline(
     return predictions, journey_metrics(predictions, **test_labels, prior=prior, gamma=gamma)
 
 
+def leads(
+    dm: JourneyDataModule,
+    predictions: dict[str, JourneyPredictions],
+    labels: dict[str, np.ndarray],
+    test: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    resamples: int,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The model's lead over each baseline on conversion ROC-AUC and next-event macro-F1, with a paired
+    bootstrap over test sessions (``{baseline: {metric: {delta, sd, low, high, resamples}}}``)."""
+    if resamples <= 0:
+        return {}
+    sessions = dm.labels.run_start[dm.examples["test"].positions]
+    prior = dm.class_prior()
+    gamma = test.get("next_event_decision_gamma", 0.0)
+    out = {}
+    for name, values in baselines.items():
+        gammas = (gamma, values.get("next_event_decision_gamma", 0.0))
+        differences = lead_over(
+            predictions["model"], predictions[name], labels, sessions, prior, gammas, resamples
+        )
+        out[name] = {metric: _rounded(d.as_dict()) for metric, d in differences.items()}
+    return out
+
+
 def comparison_table(summary: dict[str, Any], metrics=TABLE_METRICS) -> str:
     """The model and its baselines on the test prefixes, as a Markdown table."""
     rows = {"model": summary["test"], **summary["baselines"]}
@@ -149,6 +176,13 @@ def comparison_table(summary: dict[str, Any], metrics=TABLE_METRICS) -> str:
     for name, values in rows.items():
         cells = [_cell(values.get(m)) for m in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if summary.get("lead"):
+        lines += ["", "Model minus baseline (test; paired bootstrap over sessions, 95 % interval):", ""]
+        lines += ["| baseline | metric | delta | sd | 95 % interval |", "|---|---|---|---|---|"]
+        for name, metrics_lead in summary["lead"].items():
+            for metric, d in metrics_lead.items():
+                interval = f"[{_cell(d['low'])}, {_cell(d['high'])}]"
+                lines.append(f"| {name} | {metric} | {_cell(d['delta'])} | {_cell(d['sd'])} | {interval} |")
     return "\n".join(lines) + "\n"
 
 
@@ -167,7 +201,7 @@ def _rounded(values: dict[str, float]) -> dict[str, Any]:
     """JSON-safe metrics: counts as int, NaN (undefined, e.g. one class only) as None."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key.endswith(("_n", "_positives")):
+        if key.endswith(("_n", "_positives")) or key == "resamples":
             out[key] = int(value)
         else:
             out[key] = None if not math.isfinite(value) else round(float(value), 6)
@@ -184,6 +218,13 @@ def _log_journey(logger, dm: JourneyDataModule, summary: dict[str, Any], plots: 
         for name, values in summary["baselines"].items()
         for key, value in values.items()
         if value is not None
+    ]
+    metrics += [
+        Metric(f"lead/{name}/test/{metric}/{key}", float(d[key]), now, 0)
+        for name, leads_of in summary.get("lead", {}).items()
+        for metric, d in leads_of.items()
+        for key in ("delta", "low", "high")
+        if d[key] is not None
     ]
     client.log_batch(run_id, metrics=metrics)
     client.log_dict(run_id, {**dm.facts, "examples": summary["examples"]}, "journey_data.json")

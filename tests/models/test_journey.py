@@ -25,8 +25,12 @@ from shopformer.models.journey_loss import JourneyLoss
 from shopformer.models.journey_metrics import (
     JourneyPredictions,
     binary_metrics,
+    decide,
     journey_metrics,
+    lead_over,
+    macro_f1,
     next_event_metrics,
+    roc_auc,
     tune_gamma,
 )
 from shopformer.models.losses import FullCrossEntropy
@@ -210,6 +214,44 @@ def test_journey_metrics_are_flat_and_named():
     preds = JourneyPredictions(np.full((4, 3), 1 / 3), np.full(4, 0.5), np.full(4, 0.5))
     got = journey_metrics(preds, np.array([0, 1, 2, IGNORE]), np.array([0, 1, 0, 1]), np.full(4, IGNORE))
     assert got["next_event_n"] == 3 and got["conversion_roc_auc"] == 0.5 and got["abandonment_n"] == 0
+
+
+def test_rank_sum_auc_and_numpy_macro_f1_agree_with_the_reported_metrics():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 500)
+    probs = np.round(0.3 * labels + rng.random(500), 1)  # rounded: many ties
+    assert roc_auc(probs, labels) == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
+    assert math.isnan(roc_auc(probs, np.ones(500)))
+    events = rng.choice(4, 300, p=[0.7, 0.2, 0.1, 0.0])  # class 3 never occurs
+    event_probs = rng.dirichlet([1, 1, 1, 0.1], 300)
+    prior = np.array([0.7, 0.2, 0.1, 1e-3])
+    for gamma in (0.0, 1.0):
+        reported = next_event_metrics(event_probs, events, prior, gamma)["macro_f1"]
+        assert macro_f1(decide(event_probs, prior, gamma), events, 4) == pytest.approx(reported, abs=1e-6)
+
+
+def test_lead_over_a_baseline_is_the_metric_difference_with_an_interval():
+    rng = np.random.default_rng(6)
+    n = 600
+    conversion = rng.integers(0, 2, n)
+    conversion[::7] = IGNORE
+    next_event = rng.integers(0, 3, n)
+    next_event[::5] = IGNORE
+    onehot = np.eye(3)[np.where(next_event == IGNORE, 0, next_event)]
+    good = JourneyPredictions(
+        0.6 * onehot + 0.4 / 3, 0.5 * conversion.clip(0) + 0.5 * rng.random(n), rng.random(n)
+    )
+    poor = JourneyPredictions(rng.dirichlet([1, 1, 1], n), rng.random(n), rng.random(n))
+    labels = {"next_event": next_event, "conversion": conversion, "abandonment": np.full(n, IGNORE)}
+    sessions = np.repeat(np.arange(n // 3), 3)
+    lead = lead_over(good, poor, labels, sessions, None, (0.0, 0.0), resamples=200)
+    assert set(lead) == {"conversion_roc_auc", "next_event_macro_f1"}
+    good_m, poor_m = journey_metrics(good, **labels), journey_metrics(poor, **labels)
+    for metric, d in lead.items():
+        assert d.delta == pytest.approx(good_m[metric] - poor_m[metric], abs=1e-6)
+        assert 0.0 < d.low < d.delta < d.high and d.resamples == 200
+    same = lead_over(poor, poor, labels, sessions, None, (0.0, 0.0), resamples=50)
+    assert all(d.delta == 0.0 and d.low == d.high == 0.0 for d in same.values())
 
 
 # -- baselines ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, rest
 from shopformer.train.config import CONF_DIR, build_datamodule
 from shopformer.train.evaluate import evaluate
 from shopformer.train.export import export_checkpoint, random_histories
+from shopformer.train.journey import comparison_table
 from shopformer.train.journey_export import OUTPUTS, journey_onnx, journey_torch
 from shopformer.train.train import run
 from tests.train.runs import compose_train
@@ -32,7 +33,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-JOURNEY_SMALL = ["experiment=journey_synthetic", "model.dim=16", "datamodule.max_len=20"]
+JOURNEY_SMALL = [
+    "experiment=journey_synthetic",
+    "model.dim=16",
+    "datamodule.max_len=20",
+    "journey.bootstrap_resamples=200",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +72,22 @@ def test_summary_has_model_and_baselines_on_the_same_prefixes(journey_run):
     assert summary["test"]["conversion_n"] == summary["examples"]["test"]["conversion"] > 100
     assert summary["baselines"]["majority"]["conversion_roc_auc"] == 0.5
     assert 0.0 <= summary["test"]["conversion_roc_auc"] <= 1.0
+
+
+def test_summary_says_whether_the_lead_over_each_baseline_is_real(journey_run):
+    summary, _ = journey_run
+    assert set(summary["lead"]) == set(summary["baselines"])
+    for name, lead in summary["lead"].items():
+        assert set(lead) == {"conversion_roc_auc", "next_event_macro_f1"}
+        for metric, d in lead.items():
+            expected = summary["test"][metric] - summary["baselines"][name][metric]
+            assert d["delta"] == pytest.approx(expected, abs=1e-5)
+            assert d["low"] <= d["high"] and d["sd"] >= 0 and 0 < d["resamples"] <= 200
+    table = comparison_table(summary)
+    assert "paired bootstrap" in table and "| logreg | conversion_roc_auc |" in table
+    row = mlflow.search_runs(experiment_names=["shopformer"], filter_string=f"run_id = '{summary['run_id']}'")
+    logged = row.iloc[0]["metrics.lead/logreg/test/conversion_roc_auc/delta"]
+    assert logged == pytest.approx(summary["lead"]["logreg"]["conversion_roc_auc"]["delta"])
 
 
 def test_run_is_tracked_with_plots_and_table(journey_run):
