@@ -14,6 +14,7 @@ from shopformer.models.attention import TransformerEncoder
 from shopformer.models.embedding import TokenEmbedding
 from shopformer.models.journey import JourneyModel
 from shopformer.models.journey_baselines import (
+    GradientBoostingBaseline,
     LogisticBaseline,
     MajorityBaseline,
     MarkovBaseline,
@@ -300,6 +301,36 @@ def test_baselines_fit_and_predict():
     keep = labels.conversion != IGNORE
     assert roc_auc_score(labels.conversion[keep], logreg.conversion[keep]) > 0.9
     assert np.allclose(logreg.abandonment, majority.abandonment)  # no abandonment labels: constant
+    gbdt = GradientBoostingBaseline().fit(events, labels).predict(events, positions)
+    assert roc_auc_score(labels.conversion[keep], gbdt.conversion[keep]) > 0.9
+    assert np.allclose(gbdt.next_event.sum(axis=1), 1.0)
+    assert gbdt.next_event[cart].argmax() == 2
+
+
+def test_gradient_boosting_finds_an_interaction_logistic_regression_cannot():
+    """Conversion = exactly one of (cart present, long gap): an XOR no linear model separates."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    cart = rng.random(n) < 0.5
+    gap = np.where(rng.random(n) < 0.5, 600, 5)
+    event = np.where(cart, 2, 1)
+    ts = np.cumsum(np.full(2 * n, 10))
+    # two-event sessions: a view, then (after ``gap`` seconds) a view or a cart
+    events = SessionEvents(
+        np.ravel(np.column_stack([np.ones(n, int), event])),
+        np.ravel(np.column_stack([ts[::2], ts[::2] + gap])),
+        np.repeat(np.arange(0, 2 * n, 2), 2),
+        np.ravel(np.column_stack([np.zeros(n, bool), cart])),
+        n_event_types=4,
+    )
+    converted = (cart ^ (gap > 60)).astype(int)
+    positions = np.arange(1, 2 * n, 2)
+    labels = PrefixLabels(positions, np.full(n, IGNORE), converted, np.full(n, IGNORE))
+    auc = {
+        cls.name: roc_auc_score(converted, cls().fit(events, labels).predict(events, positions).conversion)
+        for cls in (LogisticBaseline, GradientBoostingBaseline)
+    }
+    assert auc["gbdt"] > 0.99 and auc["logreg"] < 0.75
 
 
 def test_item_categories_are_an_extra_embedding_rare_items_keep():

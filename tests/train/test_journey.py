@@ -61,7 +61,7 @@ def restored(journey_run):
 def test_summary_has_model_and_baselines_on_the_same_prefixes(journey_run):
     summary, _ = journey_run
     assert json.loads(json.dumps(summary)) == summary
-    assert set(summary["baselines"]) == {"majority", "markov", "logreg"}
+    assert set(summary["baselines"]) == {"majority", "markov", "logreg", "gbdt"}
     keys = {"conversion_roc_auc", "conversion_pr_auc", "conversion_log_loss", "conversion_ece"}
     keys |= {"next_event_accuracy", "next_event_macro_f1", "abandonment_roc_auc"}
     assert keys <= set(summary["test"])
