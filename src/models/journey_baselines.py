@@ -152,14 +152,15 @@ class LogisticBaseline(JourneyBaseline):
     def __init__(self, C: float = 1.0, max_iter: int = 1000) -> None:
         self.C, self.max_iter = C, max_iter
 
-    def _model(self):
+    def _model(self, labels: np.ndarray):
+        """An unfitted model for these (defined) labels."""
         return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
 
     def _fit(self, x: np.ndarray, labels: np.ndarray):
         keep = labels != IGNORE
         if np.unique(labels[keep]).size < 2:
             return None  # one class only: the constant share is all there is to learn
-        return self._model().fit(x[keep], labels[keep])
+        return self._model(labels[keep]).fit(x[keep], labels[keep])
 
     def fit(self, events: SessionEvents, train: PrefixLabels) -> LogisticBaseline:
         x = prefix_features(events, train.positions)
@@ -193,24 +194,18 @@ class GradientBoostingBaseline(LogisticBaseline):
 
     def __init__(self, max_iter: int = 300, learning_rate: float = 0.05, seed: int = 0) -> None:
         self.max_iter, self.learning_rate, self.seed = max_iter, learning_rate, seed
-        self.early_stopping = True
 
-    def _model(self):
+    def _model(self, labels: np.ndarray):
+        _, counts = np.unique(labels, return_counts=True)
         return HistGradientBoostingClassifier(
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
             max_leaf_nodes=15,
             l2_regularization=1.0,
-            early_stopping=self.early_stopping,
+            early_stopping=bool(counts.min() >= 20),
             validation_fraction=0.1,
             random_state=self.seed,
         )
-
-    def _fit(self, x: np.ndarray, labels: np.ndarray):
-        present = labels[labels != IGNORE]
-        counts = np.bincount(present)[np.unique(present)] if present.size else np.zeros(1, np.int64)
-        self.early_stopping = bool(counts.min() >= 20)
-        return super()._fit(x, labels)
 
 
 BASELINES = {

@@ -133,6 +133,10 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     return mean_p[used], rate[used], count[used]
 
 
+# roc_auc and macro_f1 repeat sklearn / torchmetrics in plain numpy: the bootstrap calls them thousands of
+# times per run, where the libraries' per-call overhead dominates (tests check they agree).
+
+
 def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
     """ROC-AUC of 0/1 ``labels`` by the rank-sum formula (ties share their average rank); NaN: one class."""
     labels = np.asarray(labels).astype(bool)
