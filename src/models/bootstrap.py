@@ -86,3 +86,15 @@ def paired_bootstrap(
         float(high),
         len(spread),
     )
+
+
+def mean_difference(differences: list[Difference]) -> Difference:
+    """The mean of differences measured on disjoint rows (the test blocks of cross-validation folds):
+    independent estimates, so the sd of the mean is ``sqrt(sum sd^2) / n``; the 95 % interval is the
+    normal one, ``mean +- 1.96 sd``, as the per-fold intervals' quantiles do not average."""
+    if not differences:
+        raise ValueError("mean_difference needs at least one difference")
+    n = len(differences)
+    delta = sum(d.delta for d in differences) / n
+    sd = math.sqrt(sum(d.sd**2 for d in differences)) / n
+    return Difference(delta, sd, delta - 1.96 * sd, delta + 1.96 * sd, min(d.resamples for d in differences))

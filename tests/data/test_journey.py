@@ -110,6 +110,51 @@ def test_split_by_session_start_drops_the_censoring_zone():
         JourneySplit(test_fraction=0.0).assign(starts, 10_000, 10)
 
 
+@pytest.mark.parametrize("folds", [2, 5])
+def test_fold_splits_test_every_kept_session_once_in_time_blocks(folds):
+    starts = np.random.default_rng(0).permutation(np.arange(0, 10_000, 10))
+    tested = np.zeros(len(starts), dtype=int)
+    for fold in range(folds):
+        part, facts = JourneySplit(valid_fraction=0.1, folds=folds, fold=fold).assign(starts, 10_000, 10)
+        kept = part != UNUSED
+        assert (part[starts >= 10_000 - 600] == UNUSED).all()
+        tested += part == PARTS["test"]
+        test, valid = starts[part == PARTS["test"]], starts[part == PARTS["valid"]]
+        # one contiguous block of start times, a fold's share of the kept sessions
+        assert facts["test_sessions"] == pytest.approx(kept.sum() / folds, abs=2)
+        between = (starts >= test.min()) & (starts <= test.max()) & kept
+        assert (part[between] == PARTS["test"]).all()
+        # validation touches the test block: before it, or after it for the first block
+        assert facts["valid_sessions"] == pytest.approx(0.1 * kept.sum(), abs=2)
+        if fold:
+            assert valid.max() < test.min() and not ((starts > valid.max()) & (starts < test.min())).any()
+        else:
+            assert valid.min() > test.max() and not ((starts > test.max()) & (starts < valid.min())).any()
+        assert facts["fold"] == fold
+    assert (tested[starts < 10_000 - 600] == 1).all()
+
+
+def test_last_fold_is_the_default_split():
+    starts = np.arange(0, 10_000, 7)
+    default, _ = JourneySplit(valid_fraction=0.1, test_fraction=0.2).assign(starts, 10_000, 10)
+    last, _ = JourneySplit(valid_fraction=0.1, folds=5, fold=4).assign(starts, 10_000, 10)
+    np.testing.assert_array_equal(default, last)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"folds": 1}, "folds must be >= 2"),
+        ({"folds": 5, "fold": 5}, "fold in"),
+        ({"folds": 5, "test_cutoff": 100}, "exclude each other"),
+        ({"folds": 2, "valid_fraction": 0.5}, "no training sessions"),
+    ],
+)
+def test_bad_fold_options_are_refused(options, message):
+    with pytest.raises(DataError, match=message):
+        JourneySplit(**options).assign(np.arange(100), 1_000, 1)
+
+
 # -- the datamodule on a hand-made log ---------------------------------------------------------------
 
 

@@ -60,3 +60,15 @@ def test_undefined_resamples_are_skipped_and_bad_groups_refused():
     assert 0 < d.resamples < 100
     with pytest.raises(ValueError, match="one group id per row"):
         paired_bootstrap(_mean_of, np.ones(3), np.ones(3), np.array([]))
+
+
+def test_mean_of_independent_differences_narrows_by_root_n():
+    from shopformer.models.bootstrap import Difference, mean_difference
+
+    folds = [Difference(delta, 0.01, delta - 0.02, delta + 0.02, 1000) for delta in (0.01, 0.02, 0.03, 0.04)]
+    mean = mean_difference(folds)
+    assert mean.delta == pytest.approx(0.025)
+    assert mean.sd == pytest.approx(0.01 / 2)  # four independent folds: half the sd of one
+    assert (mean.low, mean.high) == pytest.approx((0.025 - 1.96 * 0.005, 0.025 + 1.96 * 0.005))
+    with pytest.raises(ValueError):
+        mean_difference([])
