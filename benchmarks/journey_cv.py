@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from shopformer.models.bootstrap import Difference, mean_difference
 
@@ -36,7 +37,9 @@ METRICS = ("conversion_roc_auc", "conversion_pr_auc", "next_event_macro_f1", "ab
 LEAD_METRICS = ("conversion_roc_auc", "next_event_macro_f1")
 
 
-def train_command(experiment: str, folds: int, fold: int, seed: int, threads: int, extra: list[str]) -> list[str]:
+def train_command(
+    experiment: str, folds: int, fold: int, seed: int, threads: int, extra: list[str]
+) -> list[str]:
     """The ``shopformer-train`` call of one fold and seed (no MLflow, no export: a measurement)."""
     train = Path(sys.executable).with_name("shopformer-train")
     return [
@@ -79,8 +82,11 @@ def combine(runs: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
         defined = [v for v in values if v is not None]
         return sum(defined) / len(defined) if defined else float("nan")
 
-    model = {
-        m: [fold_mean([runs[f, s]["test"].get(m) for f in folds]) for s in seeds] for m in METRICS
+    model = {m: [fold_mean([runs[f, s]["test"].get(m) for f in folds]) for s in seeds] for m in METRICS}
+    # the same on the validation parts: what a variant of the recipe is chosen by
+    valid = {
+        m: [fold_mean([runs[f, s].get("valid", {}).get(m) for f in folds]) for s in seeds]
+        for m in (*METRICS, "loss", "conversion_log_loss", "next_event_log_loss")
     }
     names = list(runs[folds[0], seeds[0]]["baselines"])
     baselines = {
@@ -99,12 +105,23 @@ def combine(runs: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
         key: sum(runs[f, seeds[0]]["examples"]["test"][key] for f in folds)
         for key in ("next_event", "conversion", "conversion_positives")
     }
-    return {"folds": folds, "seeds": seeds, "model": model, "baselines": baselines, "leads": leads, "counts": counts}
+    return {
+        "folds": folds,
+        "seeds": seeds,
+        "model": model,
+        "valid": valid,
+        "baselines": baselines,
+        "leads": leads,
+        "counts": counts,
+    }
+
+
+def _std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+    return f"{np.mean(values):.4f} ± {_std(values):.4f}"
 
 
 def report(result: dict[str, Any]) -> str:
@@ -120,6 +137,12 @@ def report(result: dict[str, Any]) -> str:
     ]
     for name, values in result["baselines"].items():
         lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |")
+    valid = result["valid"]
+    lines += [
+        "",
+        "Journey model on the validation parts (fold mean; mean ± std over seeds): "
+        + ", ".join(f"{m} {_mean_std(v)}" for m, v in valid.items() if np.isfinite(v).any()),
+    ]
     lines += [
         "",
         "| baseline | metric | lead per seed | model seed std | sd of the lead (bootstrap, folds combined) "
@@ -129,8 +152,8 @@ def report(result: dict[str, Any]) -> str:
     for name, metrics in result["leads"].items():
         for metric, per_seed in metrics.items():
             deltas = [d.delta for d in per_seed]
-            spread = statistics.stdev(result["model"][metric]) if len(per_seed) > 1 else 0.0
-            sd = statistics.fmean(d.sd for d in per_seed)
+            spread = _std(result["model"][metric])
+            sd = float(np.mean([d.sd for d in per_seed]))
             first = per_seed[0]
             holds = min(deltas) > spread and all(d.low > 0 for d in per_seed)
             lines.append(
@@ -141,7 +164,9 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--experiment", default="journey_taobao")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -199,7 +199,9 @@ class JourneySplit:
             )
             if valid_cut > test_cut:
                 raise DataError(f"journey split: valid cut-off {valid_cut} is after test cut-off {test_cut}")
-            part = np.where(starts >= test_cut, PARTS["test"], np.where(starts >= valid_cut, PARTS["valid"], 0))
+            part = np.where(
+                starts >= test_cut, PARTS["test"], np.where(starts >= valid_cut, PARTS["valid"], 0)
+            )
             cuts = {"valid_cutoff_utc": valid_cut, "test_cutoff_utc": test_cut}
         part = np.where(kept, part, UNUSED).astype(np.int8)
         facts = {
@@ -234,7 +236,7 @@ class JourneySplit:
             )
 
     def _fold_parts(self, starts: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
-        """Parts of cross-validation fold ``fold``: test block, the validation sessions beside it, training."""
+        """Parts of fold ``fold``: its test block, the validation sessions beside it, training."""
         k, size = self.fold, 1.0 / self.folds
         low, high = k * size, (k + 1) * size
         test_from = _cutoff(None, starts[kept], low) if k else np.iinfo(np.int64).min

@@ -104,6 +104,7 @@ def run_journey(cfg: DictConfig, commit: str) -> dict[str, Any] | None:
     summary = {
         "run_id": getattr(logger, "run_id", None) if logger else None,
         "test": _rounded(test),
+        "valid": _rounded(module.last_metrics.get("val", {})),
         "baselines": {name: _rounded(values) for name, values in baselines.items()},
         "lead": lead,
         "examples": {part: ex.counts() for part, ex in dm.examples.items()},

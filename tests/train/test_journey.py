@@ -72,6 +72,9 @@ def test_summary_has_model_and_baselines_on_the_same_prefixes(journey_run):
     assert summary["test"]["conversion_n"] == summary["examples"]["test"]["conversion"] > 100
     assert summary["baselines"]["majority"]["conversion_roc_auc"] == 0.5
     assert 0.0 <= summary["test"]["conversion_roc_auc"] <= 1.0
+    # the chosen weights on validation: what a variant is selected on, without looking at test
+    assert keys <= set(summary["valid"])
+    assert summary["valid"]["conversion_n"] == summary["examples"]["valid"]["conversion"]
 
 
 def test_summary_says_whether_the_lead_over_each_baseline_is_real(journey_run):
