@@ -192,6 +192,41 @@ class JourneyDataModule(DatasetSizes, L.LightningDataModule):
         codes[ids] = pd.Series(names).map(rank).fillna(0).to_numpy(np.int64)
         return codes
 
+    def category_statistics(self, column: str = "category", smoothing: float = 20.0) -> np.ndarray:
+        """Per item id, float32 [n_items, n_event_classes + 1], from the training sessions' events of its
+        category: for each event type, log(share of the category's events) - log(share of all events),
+        the share smoothed towards the overall one with ``smoothing`` pseudo-events; then log1p(events).
+        Zeros for padding, items without a category, and categories without training events: a
+        category's statistics describe its items whether or not they were seen themselves."""
+        self._require_setup()
+        if not smoothing > 0:
+            raise DataError(f"category statistics: smoothing must be > 0, got {smoothing}")
+        ds, classes = self.data, self.n_event_classes
+        out = np.zeros((ds.n_items, classes + 1), dtype=np.float32)
+        vocab = ds.item_vocab
+        if column not in vocab.columns:
+            return out
+        names = vocab[column].astype("string").fillna("")
+        codes, uniques = pd.factorize(names)
+        code_of = np.full(ds.n_items, -1, dtype=np.int64)
+        code_of[vocab["item"].to_numpy(np.int64)] = np.where(names.to_numpy() == "", -1, codes)
+        train = (self.part == PARTS["train"]) & (code_of[ds.item] >= 0)
+        category, event = code_of[ds.item[train]], ds.event[train].astype(np.int64) - 1
+        counts = np.zeros((len(uniques), classes))
+        np.add.at(counts, (category, event), 1.0)
+        overall = counts.sum(axis=0) / max(counts.sum(), 1.0)
+        totals = counts.sum(axis=1, keepdims=True)
+        shares = (counts + smoothing * overall) / (totals + smoothing)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lift = np.where(overall > 0, np.log(shares) - np.log(overall), 0.0)
+        table = np.hstack([lift, np.log1p(totals)])
+        known = code_of >= 0
+        seen = np.zeros(ds.n_items, dtype=bool)
+        seen[known] = totals[code_of[known], 0] > 0
+        out[seen] = table[code_of[seen]]
+        out[0] = 0.0
+        return out
+
     def class_prior(self) -> np.ndarray:
         """Share of each next-event class among the training labels (float64 [n_classes])."""
         self._require_setup()

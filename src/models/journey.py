@@ -38,6 +38,10 @@ class JourneyModel(SequenceRecommender):
     ``category_buckets`` > 0 adds an embedding of each item's category (:meth:`set_item_categories`),
     which rare and unseen items keep: the item table's attribute, baked into the model, so the inputs
     stay the same token channels.
+    ``category_statistics`` adds, to every token, a projection of what the training log says about its
+    item's category (:meth:`set_item_statistics`): how often its events were of each type, against all
+    events, and how many there were. The statistic of a category carries over to items never seen in
+    training, which an embedding per category (``category_buckets``) learns from too few events.
     ``session_counts`` adds a projection of counts computed from the inputs to every hidden state:
     events of each type so far, events so far, earlier events on the same item, and (with the gap
     channel) the time since the window's first event, summed from typical gaps of the buckets.
@@ -70,6 +74,7 @@ class JourneyModel(SequenceRecommender):
         scale_items: bool = False,
         category_buckets: int = 0,
         session_counts: bool = False,
+        category_statistics: bool = False,
     ) -> None:
         if n_event_types < 2:
             raise ValueError(
@@ -101,6 +106,8 @@ class JourneyModel(SequenceRecommender):
         self.outcome_head = nn.Linear(width, 2)  # conversion, abandonment
         self.categories = nn.Embedding(category_buckets, dim, padding_idx=0) if category_buckets else None
         self.counts = nn.Linear(self.n_event_classes + 3, dim) if session_counts else None
+        n_statistics = self.n_event_classes + 1
+        self.statistics = nn.Linear(n_statistics, dim, bias=False) if category_statistics else None
         # Typical seconds per gap bucket, for the elapsed-time count (a constant, not a parameter).
         seconds = torch.zeros(max(n_gap_buckets, 1))
         if n_gap_buckets:
@@ -111,6 +118,9 @@ class JourneyModel(SequenceRecommender):
         # and -> category code (0 = none; set by set_item_categories).
         self.register_buffer("item_token", torch.arange(n_items), persistent=True)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long), persistent=True)
+        # Internal item id -> its category's training statistics (zeros: unknown; set_item_statistics).
+        statistics_shape = (n_items, n_statistics) if category_statistics else (0, n_statistics)
+        self.register_buffer("item_statistics", torch.zeros(statistics_shape), persistent=True)
         self.reset_parameters(init_std)
 
     @torch.no_grad()
@@ -135,10 +145,26 @@ class JourneyModel(SequenceRecommender):
             raise ValueError(f"category codes must be {self.n_items} values in [0, {buckets})")
         self.item_category.copy_(codes)
 
+    @torch.no_grad()
+    def set_item_statistics(self, statistics) -> None:
+        """Per item id, its category's training statistics [n_items, n_event_classes + 1]
+        (:meth:`JourneyDataModule.category_statistics`); zeros for padding and unknown categories."""
+        if self.statistics is None:
+            raise ValueError("set_item_statistics needs category_statistics=true")
+        values = torch.as_tensor(statistics, dtype=torch.float32, device=self.item_statistics.device)
+        if values.shape != self.item_statistics.shape or not torch.isfinite(values).all():
+            raise ValueError(
+                f"item statistics must be finite, shape {tuple(self.item_statistics.shape)}, "
+                f"got {tuple(values.shape)}"
+            )
+        self.item_statistics.copy_(values)
+
     def _embed(self, item_ids: Tensor, event_types: Tensor | None, gap_buckets: Tensor | None) -> Tensor:
         x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
         if self.categories is not None:
             x = x + self.categories(self.item_category[item_ids])
+        if self.statistics is not None:
+            x = x + self.statistics(self.item_statistics[item_ids])
         return x
 
     def _tokens(self, item_ids: Tensor) -> Tensor:

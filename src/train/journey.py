@@ -65,6 +65,8 @@ def run_journey(cfg: DictConfig, commit: str) -> dict[str, Any] | None:
     model.set_known_items(dm.train_item_counts())
     if model.categories is not None:
         model.set_item_categories(dm.item_categories(model.categories.num_embeddings))
+    if model.statistics is not None:
+        model.set_item_statistics(dm.category_statistics())
     journey = cfg.get("journey") or {}
     weights = dict(journey.get("weights") or {})
     item_loss = instantiate(cfg.loss) if weights.get("next_item", 0) > 0 else None

@@ -290,3 +290,31 @@ def test_item_categories_rank_by_training_events():
     top = by_category.idxmax()
     assert (codes[vocab.index[vocab["category"] == top]] == 1).all()
     assert (dm.item_categories(buckets=1) == 0).all()
+
+
+def test_category_statistics_are_training_event_shares_per_category():
+    source = SyntheticSource(n_users=150, n_items=80, n_categories=5, seed=3)
+    dm = JourneyDataModule(
+        DatasetSpec("syn", source, sequence_key="session", split=LeaveOneOut()), cache_dir=None
+    )
+    dm.setup()
+    stats = dm.category_statistics(smoothing=1e-9)
+    assert stats.shape == (dm.data.n_items, dm.n_event_classes + 1) and not stats[0].any()
+    ds, vocab = dm.data, dm.data.item_vocab.set_index("item")
+    train = dm.part == PARTS["train"]
+    category_of = vocab["category"].reindex(np.arange(ds.n_items)).to_numpy()
+    overall = np.bincount(ds.event[train] - 1, minlength=dm.n_event_classes) / train.sum()
+    for name in vocab["category"].unique()[:3]:
+        rows = vocab.index[vocab["category"] == name]
+        assert (stats[rows] == stats[rows[0]]).all()  # one category, one row: seen or not
+        events = ds.event[train & (category_of[ds.item] == name)] - 1
+        shares = np.bincount(events, minlength=dm.n_event_classes) / len(events)
+        with np.errstate(divide="ignore"):
+            expected = np.log(shares) - np.log(overall)
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(stats[rows[0], :-1][finite], expected[finite], rtol=1e-5)
+        assert stats[rows[0], -1] == pytest.approx(np.log1p(len(events)))
+    smoothed = dm.category_statistics(smoothing=1e9)  # all pseudo-events: every share is the overall one
+    np.testing.assert_allclose(smoothed[:, :-1], 0.0, atol=1e-4)
+    with pytest.raises(DataError, match="smoothing"):
+        dm.category_statistics(smoothing=0.0)

@@ -354,6 +354,32 @@ def test_item_categories_are_an_extra_embedding_rare_items_keep():
         model.set_item_categories(np.full(N_ITEMS, 4))
 
 
+def test_category_statistics_tell_rare_items_apart_by_their_category():
+    model = _model(category_statistics=True, min_item_count=2)
+    model.set_known_items(np.zeros(N_ITEMS, dtype=np.int64))  # every item rare
+    batch = _batch()
+    batch["item_ids"][:, -1] = 3
+    before = model.encode(**batch)
+    statistics = np.zeros((N_ITEMS, N_TYPES), dtype=np.float32)  # 3 classes + the event count
+    statistics[1:10] = [0.5, -1.0, 2.0, 4.0]
+    statistics[10:20] = [-0.5, 1.0, 0.0, 1.0]
+    model.set_item_statistics(statistics)
+    after = model.encode(**batch)
+    same = {**batch, "item_ids": batch["item_ids"].clone()}
+    same["item_ids"][:, -1] = 5  # same statistics as item 3
+    other = {**batch, "item_ids": batch["item_ids"].clone()}
+    other["item_ids"][:, -1] = 12
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, model.encode(**same)) and not torch.allclose(after, model.encode(**other))
+    assert "item_statistics" in model.state_dict()  # travels with the checkpoint
+    with pytest.raises(ValueError, match="shape"):
+        model.set_item_statistics(statistics[:, :2])
+    with pytest.raises(ValueError, match="finite"):
+        model.set_item_statistics(np.full_like(statistics, np.nan))
+    with pytest.raises(ValueError, match="category_statistics=true"):
+        _model().set_item_statistics(statistics)
+
+
 def test_session_counts_are_the_counts_so_far():
     model = _model(session_counts=True)
     ids = torch.tensor([[0, 0, 5, 7, 5, 5]])
