@@ -17,6 +17,8 @@ from shopformer.models.attention import TransformerEncoder
 from shopformer.models.base import SequenceRecommender
 from shopformer.models.embedding import TokenEmbedding
 
+STATISTICS_USES = (None, "tokens", "outcomes")
+
 
 class JourneyLogits(NamedTuple):
     """Head outputs for hidden states [..., D]: next event [..., C], conversion [...], abandonment [...]."""
@@ -38,10 +40,12 @@ class JourneyModel(SequenceRecommender):
     ``category_buckets`` > 0 adds an embedding of each item's category (:meth:`set_item_categories`),
     which rare and unseen items keep: the item table's attribute, baked into the model, so the inputs
     stay the same token channels.
-    ``category_statistics`` adds, to every token, a projection of what the training log says about its
-    item's category (:meth:`set_item_statistics`): how often its events were of each type, against all
-    events, and how many there were. The statistic of a category carries over to items never seen in
-    training, which an embedding per category (``category_buckets``) learns from too few events.
+    ``category_statistics`` uses what the training log says about each item's category
+    (:meth:`set_item_statistics`): how often its events were of each type, against all events, and how
+    many there were. A category's statistics carry over to items never seen in training, which an
+    embedding per category (``category_buckets``) learns from too few events. ``"tokens"`` adds their
+    projection to every token; ``"outcomes"`` gives them (the current item's, and their mean over the
+    prefix) to the conversion and abandonment heads only, so the next-event head is left as it was.
     ``session_counts`` adds a projection of counts computed from the inputs to every hidden state:
     events of each type so far, events so far, earlier events on the same item, and (with the gap
     channel) the time since the window's first event, summed from typical gaps of the buckets.
@@ -74,7 +78,7 @@ class JourneyModel(SequenceRecommender):
         scale_items: bool = False,
         category_buckets: int = 0,
         session_counts: bool = False,
-        category_statistics: bool = False,
+        category_statistics: str | None = None,
     ) -> None:
         if n_event_types < 2:
             raise ValueError(
@@ -107,7 +111,15 @@ class JourneyModel(SequenceRecommender):
         self.categories = nn.Embedding(category_buckets, dim, padding_idx=0) if category_buckets else None
         self.counts = nn.Linear(self.n_event_classes + 3, dim) if session_counts else None
         n_statistics = self.n_event_classes + 1
-        self.statistics = nn.Linear(n_statistics, dim, bias=False) if category_statistics else None
+        if isinstance(category_statistics, bool):  # true: the per-token use
+            category_statistics = "tokens" if category_statistics else None
+        if category_statistics not in STATISTICS_USES:
+            raise ValueError(
+                f"category_statistics must be one of {STATISTICS_USES}, got {category_statistics!r}"
+            )
+        self.statistics_use = category_statistics
+        width_in = {"tokens": n_statistics, "outcomes": 2 * n_statistics}.get(category_statistics or "", 0)
+        self.statistics = nn.Linear(width_in, dim, bias=False) if width_in else None
         # Typical seconds per gap bucket, for the elapsed-time count (a constant, not a parameter).
         seconds = torch.zeros(max(n_gap_buckets, 1))
         if n_gap_buckets:
@@ -119,8 +131,9 @@ class JourneyModel(SequenceRecommender):
         self.register_buffer("item_token", torch.arange(n_items), persistent=True)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long), persistent=True)
         # Internal item id -> its category's training statistics (zeros: unknown; set_item_statistics).
-        statistics_shape = (n_items, n_statistics) if category_statistics else (0, n_statistics)
-        self.register_buffer("item_statistics", torch.zeros(statistics_shape), persistent=True)
+        # None without the option, so checkpoints made before it existed still load.
+        statistics = torch.zeros(n_items, n_statistics) if category_statistics else None
+        self.register_buffer("item_statistics", statistics, persistent=True)
         self.reset_parameters(init_std)
 
     @torch.no_grad()
@@ -150,7 +163,7 @@ class JourneyModel(SequenceRecommender):
         """Per item id, its category's training statistics [n_items, n_event_classes + 1]
         (:meth:`JourneyDataModule.category_statistics`); zeros for padding and unknown categories."""
         if self.statistics is None:
-            raise ValueError("set_item_statistics needs category_statistics=true")
+            raise ValueError("set_item_statistics needs category_statistics=tokens or outcomes")
         values = torch.as_tensor(statistics, dtype=torch.float32, device=self.item_statistics.device)
         if values.shape != self.item_statistics.shape or not torch.isfinite(values).all():
             raise ValueError(
@@ -163,9 +176,21 @@ class JourneyModel(SequenceRecommender):
         x = self.embed(self._tokens(item_ids), event_types, gap_buckets)
         if self.categories is not None:
             x = x + self.categories(self.item_category[item_ids])
-        if self.statistics is not None:
+        if self.statistics_use == "tokens":
             x = x + self.statistics(self.item_statistics[item_ids])
         return x
+
+    def outcome_context(self, item_ids: Tensor, last_only: bool = False) -> Tensor | None:
+        """What ``category_statistics="outcomes"`` adds to the outcome heads' input: a projection of the
+        current item's statistics and of their mean over the prefix, [B, L, D] (or [B, D] for the last
+        position); None otherwise."""
+        if self.statistics_use != "outcomes":
+            return None
+        real = (item_ids != 0).unsqueeze(-1).float()
+        current = self.item_statistics[item_ids]
+        mean = (current * real).cumsum(dim=1) / real.cumsum(dim=1).clamp_min(1.0)
+        features = torch.cat([current, mean], dim=-1)
+        return self.statistics(features[:, -1] if last_only else features)
 
     def _tokens(self, item_ids: Tensor) -> Tensor:
         tokens = self.item_token[item_ids]
@@ -223,10 +248,17 @@ class JourneyModel(SequenceRecommender):
         hidden = self.encoder(x, item_ids, last_only=True)[:, -1]
         return self._add_counts(hidden, item_ids, event_types, gap_buckets)
 
-    def heads(self, hidden: Tensor) -> JourneyLogits:
-        """Logits of every head for hidden states [..., D]."""
+    def heads(self, hidden: Tensor, item_ids: Tensor | None = None) -> JourneyLogits:
+        """Logits of every head for hidden states [..., D] ([B, L, D] or the last position's [B, D]) of
+        the histories ``item_ids`` [B, L] (needed with ``category_statistics="outcomes"``)."""
         h = self.trunk(hidden)
-        outcome = self.outcome_head(h)
+        outcome_input = h
+        if self.statistics_use == "outcomes":
+            if item_ids is None:
+                raise ValueError("category_statistics='outcomes': heads() needs the histories' item_ids")
+            context = self.outcome_context(item_ids, last_only=hidden.dim() == 2)
+            outcome_input = self.trunk(hidden + context)
+        outcome = self.outcome_head(outcome_input)
         return JourneyLogits(self.event_head(h), outcome[..., 0], outcome[..., 1])
 
     def journey(
@@ -234,7 +266,7 @@ class JourneyModel(SequenceRecommender):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Probabilities after each history's last event: next event type [B, C] (sums to 1),
         conversion [B], abandonment [B]."""
-        logits = self.heads(self.encode(item_ids, event_types, gap_buckets))
+        logits = self.heads(self.encode(item_ids, event_types, gap_buckets), item_ids)
         return (
             torch.softmax(logits.next_event, dim=-1),
             torch.sigmoid(logits.conversion),

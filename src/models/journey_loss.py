@@ -46,7 +46,7 @@ class JourneyLoss(nn.Module):
         self, model: JourneyModel, hidden: Tensor, batch: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """(weighted total, per-head mean losses) for hidden states [B, L, D] and the batch labels."""
-        logits = model.heads(hidden)
+        logits = model.heads(hidden, batch["item_ids"])
         zero = hidden.sum() * 0.0
         parts: dict[str, Tensor] = {}
         mask = batch["next_event"] != IGNORE

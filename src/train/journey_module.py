@@ -77,7 +77,7 @@ class JourneyModule(L.LightningModule):
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
         hidden = self.model.encode(batch["item_ids"], **self._channels(batch))
-        event, conversion, abandonment = head_logits_to_probs(self.model.heads(hidden))
+        event, conversion, abandonment = head_logits_to_probs(self.model.heads(hidden, batch["item_ids"]))
         out = {"next_event_p": event, "conversion_p": conversion, "abandonment_p": abandonment}
         out.update({name: batch[name] for name in LABELS})
         self._outputs[split].append({k: v.detach().cpu().numpy() for k, v in out.items()})

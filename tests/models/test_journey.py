@@ -376,8 +376,30 @@ def test_category_statistics_tell_rare_items_apart_by_their_category():
         model.set_item_statistics(statistics[:, :2])
     with pytest.raises(ValueError, match="finite"):
         model.set_item_statistics(np.full_like(statistics, np.nan))
-    with pytest.raises(ValueError, match="category_statistics=true"):
+    with pytest.raises(ValueError, match="category_statistics=tokens or outcomes"):
         _model().set_item_statistics(statistics)
+    with pytest.raises(ValueError, match="must be one of"):
+        _model(category_statistics="everywhere")
+
+
+def test_category_statistics_for_outcomes_leave_the_next_event_head_alone():
+    model = _model(category_statistics="outcomes")
+    batch = _batch()
+    statistics = np.zeros((N_ITEMS, N_TYPES), dtype=np.float32)
+    before = model.journey(**batch)
+    statistics[1:] = np.random.default_rng(0).normal(size=(N_ITEMS - 1, N_TYPES))
+    model.set_item_statistics(statistics)
+    after = model.journey(**batch)
+    assert torch.allclose(before[0], after[0])  # next event: unchanged
+    assert not torch.allclose(before[1], after[1]) and not torch.allclose(before[2], after[2])
+    # every position sees the statistics of its own prefix only, as the last-position path does
+    hidden = model(**batch)
+    full = model.heads(hidden, batch["item_ids"])
+    cut = {name: channel[:, :4] for name, channel in batch.items()}
+    last = model.heads(model.encode(**cut), cut["item_ids"])
+    assert torch.allclose(full.conversion[1:, 3], last.conversion[1:], atol=1e-5)
+    with pytest.raises(ValueError, match="needs the histories' item_ids"):
+        model.heads(hidden)
 
 
 def test_session_counts_are_the_counts_so_far():

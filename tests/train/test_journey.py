@@ -38,7 +38,7 @@ JOURNEY_SMALL = [
     "model.dim=16",
     "datamodule.max_len=20",
     "journey.bootstrap_resamples=200",
-    "model.category_statistics=true",  # the item table's statistics travel in the checkpoint and the ONNX
+    "model.category_statistics=outcomes",  # the item table's statistics travel in the checkpoint and the ONNX
 ]
 
 
