@@ -17,7 +17,7 @@ from shopformer.models.attention import TransformerEncoder
 from shopformer.models.base import SequenceRecommender
 from shopformer.models.embedding import TokenEmbedding
 
-STATISTICS_USES = (None, "tokens", "outcomes")
+STATISTICS_USES = (None, "tokens", "outcomes", "heads")
 
 
 class JourneyLogits(NamedTuple):
@@ -45,7 +45,8 @@ class JourneyModel(SequenceRecommender):
     many there were. A category's statistics carry over to items never seen in training, which an
     embedding per category (``category_buckets``) learns from too few events. ``"tokens"`` adds their
     projection to every token; ``"outcomes"`` gives them (the current item's, and their mean over the
-    prefix) to the conversion and abandonment heads only, so the next-event head is left as it was.
+    prefix) to the conversion and abandonment heads only, so the next-event head is left as it was;
+    ``"heads"`` gives them to every head.
     ``session_counts`` adds a projection of counts computed from the inputs to every hidden state:
     events of each type so far, events so far, earlier events on the same item, and (with the gap
     channel) the time since the window's first event, summed from typical gaps of the buckets.
@@ -118,7 +119,9 @@ class JourneyModel(SequenceRecommender):
                 f"category_statistics must be one of {STATISTICS_USES}, got {category_statistics!r}"
             )
         self.statistics_use = category_statistics
-        width_in = {"tokens": n_statistics, "outcomes": 2 * n_statistics}.get(category_statistics or "", 0)
+        width_in = {"tokens": n_statistics, "outcomes": 2 * n_statistics, "heads": 2 * n_statistics}.get(
+            category_statistics or "", 0
+        )
         self.statistics = nn.Linear(width_in, dim, bias=False) if width_in else None
         # Typical seconds per gap bucket, for the elapsed-time count (a constant, not a parameter).
         seconds = torch.zeros(max(n_gap_buckets, 1))
@@ -184,7 +187,7 @@ class JourneyModel(SequenceRecommender):
         """What ``category_statistics="outcomes"`` adds to the outcome heads' input: a projection of the
         current item's statistics and of their mean over the prefix, [B, L, D] (or [B, D] for the last
         position); None otherwise."""
-        if self.statistics_use != "outcomes":
+        if self.statistics_use not in ("outcomes", "heads"):
             return None
         real = (item_ids != 0).unsqueeze(-1).float()
         current = self.item_statistics[item_ids]
@@ -251,6 +254,10 @@ class JourneyModel(SequenceRecommender):
     def heads(self, hidden: Tensor, item_ids: Tensor | None = None) -> JourneyLogits:
         """Logits of every head for hidden states [..., D] ([B, L, D] or the last position's [B, D]) of
         the histories ``item_ids`` [B, L] (needed with ``category_statistics="outcomes"``)."""
+        if self.statistics_use == "heads":
+            if item_ids is None:
+                raise ValueError("category_statistics='heads': heads() needs the histories' item_ids")
+            hidden = hidden + self.outcome_context(item_ids, last_only=hidden.dim() == 2)
         h = self.trunk(hidden)
         outcome_input = h
         if self.statistics_use == "outcomes":

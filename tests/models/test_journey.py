@@ -382,6 +382,19 @@ def test_category_statistics_tell_rare_items_apart_by_their_category():
         _model(category_statistics="everywhere")
 
 
+def test_category_statistics_for_all_heads_reach_the_next_event_head_too():
+    model = _model(category_statistics="heads")
+    batch = _batch()
+    before = model.journey(**batch)
+    statistics = np.random.default_rng(0).normal(size=(N_ITEMS, N_TYPES)).astype(np.float32)
+    statistics[0] = 0.0
+    model.set_item_statistics(statistics)
+    after = model.journey(**batch)
+    assert all(not torch.allclose(b, a) for b, a in zip(before, after, strict=True))
+    with pytest.raises(ValueError, match="needs the histories' item_ids"):
+        model.heads(model(**batch))
+
+
 def test_category_statistics_for_outcomes_leave_the_next_event_head_alone():
     model = _model(category_statistics="outcomes")
     batch = _batch()
