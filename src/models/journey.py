@@ -119,10 +119,9 @@ class JourneyModel(SequenceRecommender):
                 f"category_statistics must be one of {STATISTICS_USES}, got {category_statistics!r}"
             )
         self.statistics_use = category_statistics
-        width_in = {"tokens": n_statistics, "outcomes": 2 * n_statistics, "heads": 2 * n_statistics}.get(
-            category_statistics or "", 0
-        )
-        self.statistics = nn.Linear(width_in, dim, bias=False) if width_in else None
+        # tokens: each token's own statistics; outcomes / heads: the current item's and the prefix mean
+        width_in = n_statistics * (1 if category_statistics == "tokens" else 2)
+        self.statistics = nn.Linear(width_in, dim, bias=False) if category_statistics else None
         # Typical seconds per gap bucket, for the elapsed-time count (a constant, not a parameter).
         seconds = torch.zeros(max(n_gap_buckets, 1))
         if n_gap_buckets:
@@ -183,12 +182,16 @@ class JourneyModel(SequenceRecommender):
             x = x + self.statistics(self.item_statistics[item_ids])
         return x
 
-    def outcome_context(self, item_ids: Tensor, last_only: bool = False) -> Tensor | None:
-        """What ``category_statistics="outcomes"`` adds to the outcome heads' input: a projection of the
-        current item's statistics and of their mean over the prefix, [B, L, D] (or [B, D] for the last
-        position); None otherwise."""
+    def statistics_context(self, item_ids: Tensor | None, last_only: bool = False) -> Tensor | None:
+        """What ``category_statistics="outcomes"`` (or ``"heads"``) adds to the heads' input: a projection
+        of the current item's statistics and of their mean over the prefix, [B, L, D] (or [B, D] for the
+        last position); None for the other uses."""
         if self.statistics_use not in ("outcomes", "heads"):
             return None
+        if item_ids is None:
+            raise ValueError(
+                f"category_statistics={self.statistics_use!r}: heads() needs the histories' item_ids"
+            )
         real = (item_ids != 0).unsqueeze(-1).float()
         current = self.item_statistics[item_ids]
         mean = (current * real).cumsum(dim=1) / real.cumsum(dim=1).clamp_min(1.0)
@@ -253,18 +256,10 @@ class JourneyModel(SequenceRecommender):
 
     def heads(self, hidden: Tensor, item_ids: Tensor | None = None) -> JourneyLogits:
         """Logits of every head for hidden states [..., D] ([B, L, D] or the last position's [B, D]) of
-        the histories ``item_ids`` [B, L] (needed with ``category_statistics="outcomes"``)."""
-        if self.statistics_use == "heads":
-            if item_ids is None:
-                raise ValueError("category_statistics='heads': heads() needs the histories' item_ids")
-            hidden = hidden + self.outcome_context(item_ids, last_only=hidden.dim() == 2)
-        h = self.trunk(hidden)
-        outcome_input = h
-        if self.statistics_use == "outcomes":
-            if item_ids is None:
-                raise ValueError("category_statistics='outcomes': heads() needs the histories' item_ids")
-            context = self.outcome_context(item_ids, last_only=hidden.dim() == 2)
-            outcome_input = self.trunk(hidden + context)
+        the histories ``item_ids`` [B, L] (needed with ``category_statistics`` outcomes or heads)."""
+        context = self.statistics_context(item_ids, last_only=hidden.dim() == 2)
+        h = self.trunk(hidden + context if self.statistics_use == "heads" else hidden)
+        outcome_input = self.trunk(hidden + context) if self.statistics_use == "outcomes" else h
         outcome = self.outcome_head(outcome_input)
         return JourneyLogits(self.event_head(h), outcome[..., 0], outcome[..., 1])
 
