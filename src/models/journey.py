@@ -165,7 +165,7 @@ class JourneyModel(SequenceRecommender):
         """Per item id, its category's training statistics [n_items, n_event_classes + 1]
         (:meth:`JourneyDataModule.category_statistics`); zeros for padding and unknown categories."""
         if self.statistics is None:
-            raise ValueError("set_item_statistics needs category_statistics=tokens or outcomes")
+            raise ValueError("set_item_statistics needs category_statistics=tokens, outcomes or heads")
         values = torch.as_tensor(statistics, dtype=torch.float32, device=self.item_statistics.device)
         if values.shape != self.item_statistics.shape or not torch.isfinite(values).all():
             raise ValueError(

@@ -376,7 +376,7 @@ def test_category_statistics_tell_rare_items_apart_by_their_category():
         model.set_item_statistics(statistics[:, :2])
     with pytest.raises(ValueError, match="finite"):
         model.set_item_statistics(np.full_like(statistics, np.nan))
-    with pytest.raises(ValueError, match="category_statistics=tokens or outcomes"):
+    with pytest.raises(ValueError, match="category_statistics=tokens, outcomes or heads"):
         _model().set_item_statistics(statistics)
     with pytest.raises(ValueError, match="must be one of"):
         _model(category_statistics="everywhere")
