@@ -219,11 +219,9 @@ class JourneyDataModule(DatasetSizes, L.LightningDataModule):
         shares = (counts + smoothing * overall) / (totals + smoothing)
         with np.errstate(divide="ignore", invalid="ignore"):
             lift = np.where(overall > 0, np.log(shares) - np.log(overall), 0.0)
-        table = np.hstack([lift, np.log1p(totals)])
+        table = np.hstack([lift, np.log1p(totals)])  # a category without training events: all zeros
         known = code_of >= 0
-        seen = np.zeros(ds.n_items, dtype=bool)
-        seen[known] = totals[code_of[known], 0] > 0
-        out[seen] = table[code_of[seen]]
+        out[known] = table[code_of[known]]
         out[0] = 0.0
         return out
 
