@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from shopformer.data.journey_datamodule import JourneyDataModule
 from shopformer.data.schema import DataError
-from shopformer.models.journey_baselines import BASELINES, PrefixLabels, SessionEvents
+from shopformer.models.journey_baselines import BASELINES, JourneyBaseline, PrefixLabels, SessionEvents
 from shopformer.models.journey_loss import JourneyLoss
 from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, lead_over, tune_gamma
 from shopformer.train.callbacks import detach_weight_averaging
@@ -128,22 +128,27 @@ def score_baseline(
 ) -> tuple[JourneyPredictions, dict[str, float]]:
     """Fit baseline ``name`` on the training prefixes and score the test prefixes the model was scored on
     (the next-event decision rule chosen on the validation prefixes, as for the model)."""
+    valid, test = dm.examples["valid"], dm.examples["test"]
+    for head, values in test_labels.items():  # the model's evaluation order is the examples' order
+        if not np.array_equal(values, getattr(test, head)):
+            raise RuntimeError(f"baseline {name}: test labels of {head} differ from the model's")
+    fitted, events = fit_baseline(name, dm)
+    prior = dm.class_prior()
+    gamma = tune_gamma(fitted.predict(events, valid.positions).next_event, valid.next_event, prior)
+    predictions = fitted.predict(events, test.positions)
+    return predictions, journey_metrics(predictions, **test_labels, prior=prior, gamma=gamma)
+
+
+def fit_baseline(name: str, dm: JourneyDataModule) -> tuple[JourneyBaseline, SessionEvents]:
+    """Baseline ``name`` fitted on the training prefixes of ``dm``, and the events it predicts from."""
     if name not in BASELINES:
         raise DataError(f"unknown journey baseline {name!r}; choose from {sorted(BASELINES)}")
     events = SessionEvents(
         dm.data.event, dm.data.ts, dm.labels.run_start, dm.labels.open_cart, dm.n_event_types
     )
-    train, valid, test = dm.examples["train"], dm.examples["valid"], dm.examples["test"]
-    for head, values in test_labels.items():  # the model's evaluation order is the examples' order
-        if not np.array_equal(values, getattr(test, head)):
-            raise RuntimeError(f"baseline {name}: test labels of {head} differ from the model's")
-    fitted = BASELINES[name]().fit(
-        events, PrefixLabels(train.positions, train.next_event, train.conversion, train.abandonment)
-    )
-    prior = dm.class_prior()
-    gamma = tune_gamma(fitted.predict(events, valid.positions).next_event, valid.next_event, prior)
-    predictions = fitted.predict(events, test.positions)
-    return predictions, journey_metrics(predictions, **test_labels, prior=prior, gamma=gamma)
+    train = dm.examples["train"]
+    labels = PrefixLabels(train.positions, train.next_event, train.conversion, train.abandonment)
+    return BASELINES[name]().fit(events, labels), events
 
 
 def leads(
