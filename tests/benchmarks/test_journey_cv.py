@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "journey_cv.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("journey_cv_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.scripts import load_benchmark
 
 
 def _summary(model_auc: float, logreg_auc: float, sd: float, positives: int) -> dict:
@@ -41,7 +29,7 @@ def _summary(model_auc: float, logreg_auc: float, sd: float, positives: int) -> 
 
 
 def test_folds_are_averaged_per_seed_and_their_leads_combined_as_independent():
-    bench = load_script()
+    bench = load_benchmark("journey_cv")
     runs = {
         (0, 0): _summary(0.70, 0.60, 0.02, 5),
         (1, 0): _summary(0.64, 0.60, 0.02, 7),
@@ -64,7 +52,7 @@ def test_folds_are_averaged_per_seed_and_their_leads_combined_as_independent():
 
 
 def test_a_missing_run_is_named():
-    bench = load_script()
+    bench = load_benchmark("journey_cv")
     runs = {(0, 0): _summary(0.7, 0.6, 0.02, 5), (1, 0): _summary(0.7, 0.6, 0.02, 5)}
     runs[(0, 1)] = runs[(0, 0)]
     with pytest.raises(ValueError, match=r"\(1, 1\)"):
@@ -72,7 +60,7 @@ def test_a_missing_run_is_named():
 
 
 def test_each_run_trains_its_own_fold_without_tracking_or_export():
-    bench = load_script()
+    bench = load_benchmark("journey_cv")
     command = bench.train_command("journey_taobao", 5, 3, 2, 1, ["model.dim=16"])
     assert command[0].endswith("shopformer-train")
     assert {"datamodule.split.folds=5", "datamodule.split.fold=3", "seed=2", "export=false"} <= set(command)

@@ -3,31 +3,19 @@ next-event figures again; the mixture and the departure counts on hand-made case
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shopformer.data.journey import IGNORE
 from shopformer.train.train import run
+from tests.benchmarks.scripts import load_benchmark
 from tests.train.runs import compose_train
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "journey_decisions.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("journey_decisions_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_mixture_runs_from_the_baseline_to_the_model():
-    bench = load_script()
+    bench = load_benchmark("journey_decisions")
     base = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     model = np.array([[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
     assert bench.geometric_mixture(base, model, 0.0) == pytest.approx(base)
@@ -39,7 +27,7 @@ def test_mixture_runs_from_the_baseline_to_the_model():
 
 
 def test_departures_count_only_labelled_prefixes_where_decisions_differ():
-    bench = load_script()
+    bench = load_benchmark("journey_decisions")
     model = np.array([0, 1, 2, 2, 1])
     base = np.array([0, 0, 0, 2, 0])
     labels = np.array([0, 1, 0, 2, IGNORE])
@@ -50,7 +38,7 @@ def test_departures_count_only_labelled_prefixes_where_decisions_differ():
 
 
 def test_a_folder_without_runs_is_named(tmp_path):
-    bench = load_script()
+    bench = load_benchmark("journey_decisions")
     with pytest.raises(ValueError, match="no fold<k>_seed<s>.json"):
         bench.read_runs(tmp_path)
     (tmp_path / "fold0_seed0.json").write_text(json.dumps({"test": {}}))
@@ -59,7 +47,7 @@ def test_a_folder_without_runs_is_named(tmp_path):
 
 
 def test_a_run_scored_again_from_its_checkpoint_gives_the_runs_own_figures(tmp_path):
-    bench = load_script()
+    bench = load_benchmark("journey_decisions")
     cfg = compose_train(
         tmp_path,
         "experiment=journey_synthetic",

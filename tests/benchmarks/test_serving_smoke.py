@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serving.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("serving_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.scripts import load_benchmark
 
 
 def test_synthetic_catalogue_resamples_real_vectors_around_them():
-    bench = load_script()
+    bench = load_benchmark("serving")
     rng = np.random.default_rng(0)
     items = np.vstack([np.zeros((1, 8)), rng.standard_normal((50, 8))]).astype(np.float32)
     catalogue = bench.synthetic_catalogue(items, 1000, noise=0.1)
@@ -31,7 +19,7 @@ def test_synthetic_catalogue_resamples_real_vectors_around_them():
 
 
 def test_faiss_rows_recall_and_speedup_columns():
-    bench = load_script()
+    bench = load_benchmark("serving")
     rng = np.random.default_rng(1)
     items = rng.standard_normal((2001, 16)).astype(np.float32)
     queries = rng.standard_normal((20, 16)).astype(np.float32)
@@ -43,7 +31,7 @@ def test_faiss_rows_recall_and_speedup_columns():
 
 
 def test_schedule_stops_at_the_request_cap_and_paces_an_open_loop():
-    bench = load_script()
+    bench = load_benchmark("serving")
     closed = bench.Schedule(total=3, seconds=60, rate=None)
     assert [closed.take() is not None for _ in range(4)] == [True, True, True, False]
     opened = bench.Schedule(total=10, seconds=60, rate=100.0)
@@ -75,7 +63,7 @@ def test_both_load_generators_count_answers_and_errors():
         def log_message(self, *args):
             pass
 
-    bench = load_script()
+    bench = load_benchmark("serving")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port, me = server.server_address[1], SimpleNamespace(pid=os.getpgrp())
