@@ -43,15 +43,20 @@ RUN_FILE = re.compile(r"fold(\d+)_seed(\d+)\.json")
 
 
 @dataclass
-class Scored:
-    """Next-event probabilities of one run's validation and test prefixes, for the model and a baseline."""
+class Part:
+    """Next-event probabilities [N, C] of one part's prefixes, from the model and the baseline, and labels."""
 
-    model_valid: np.ndarray
-    model_test: np.ndarray
-    base_valid: np.ndarray
-    base_test: np.ndarray
-    labels_valid: np.ndarray
-    labels_test: np.ndarray
+    model: np.ndarray
+    base: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class Scored:
+    """One run's validation and test parts, the training class shares and the event classes' names."""
+
+    valid: Part
+    test: Part
     prior: np.ndarray
     classes: list[str]
 
@@ -81,17 +86,8 @@ def score_run(checkpoint_path: str | Path, baseline: str) -> Scored:
         examples = dm.examples[part]
         if not np.array_equal(labels, examples.next_event):
             raise RuntimeError(f"{checkpoint_path}: the {part} loader's labels are not the examples' order")
-        parts[part] = probs, fitted.predict(events, examples.positions).next_event, labels
-    return Scored(
-        parts["valid"][0],
-        parts["test"][0],
-        parts["valid"][1],
-        parts["test"][1],
-        parts["valid"][2],
-        parts["test"][2],
-        dm.class_prior(),
-        list(dm.event_classes),
-    )
+        parts[part] = Part(probs, fitted.predict(events, examples.positions).next_event, labels)
+    return Scored(parts["valid"], parts["test"], dm.class_prior(), list(dm.event_classes))
 
 
 def geometric_mixture(base: np.ndarray, model: np.ndarray, weight: float) -> np.ndarray:
@@ -127,33 +123,34 @@ def macro_f1(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, gamma: fl
 
 def run_row(scored: Scored) -> dict[str, object]:
     """One run's figures (see the module doc); F1 of the baseline and model at their validation gamma."""
-    s = scored
+    valid, test, prior = scored.valid, scored.test, scored.prior
     row: dict[str, object] = {}
-    for who, valid, test in (("model", s.model_valid, s.model_test), ("base", s.base_valid, s.base_test)):
-        gamma = tune_gamma(valid, s.labels_valid, s.prior)
-        curve = [macro_f1(test, s.labels_test, s.prior, g) for g in FINE_GAMMAS]
+    for who in ("model", "base"):
+        gamma = tune_gamma(getattr(valid, who), valid.labels, prior)
+        probs = getattr(test, who)
+        curve = [macro_f1(probs, test.labels, prior, g) for g in FINE_GAMMAS]
         best = int(np.argmax(curve))
         row[who] = {
             "gamma": gamma,
-            "f1": macro_f1(test, s.labels_test, s.prior, gamma),
+            "f1": macro_f1(probs, test.labels, prior, gamma),
             "oracle_f1": curve[best],
             "oracle_gamma": FINE_GAMMAS[best],
-            "log_loss": next_event_metrics(test, s.labels_test)["log_loss"],
-            "per_class": per_class_f1(test, s.labels_test, s.prior, gamma),
+            "log_loss": next_event_metrics(probs, test.labels)["log_loss"],
+            "per_class": per_class_f1(probs, test.labels, prior, gamma),
         }
     row["departures"] = departures(
-        decide(s.model_test, s.prior, row["model"]["gamma"]),
-        decide(s.base_test, s.prior, row["base"]["gamma"]),
-        s.labels_test,
+        decide(test.model, prior, row["model"]["gamma"]),
+        decide(test.base, prior, row["base"]["gamma"]),
+        test.labels,
     )
     mixture = {}
     for weight in MIXTURE_WEIGHTS:
-        valid = geometric_mixture(s.base_valid, s.model_valid, weight)
-        gamma = tune_gamma(valid, s.labels_valid, s.prior)
-        test = geometric_mixture(s.base_test, s.model_test, weight)
+        mixed_valid = geometric_mixture(valid.base, valid.model, weight)
+        gamma = tune_gamma(mixed_valid, valid.labels, prior)
+        mixed_test = geometric_mixture(test.base, test.model, weight)
         mixture[weight] = (
-            macro_f1(valid, s.labels_valid, s.prior, gamma),
-            macro_f1(test, s.labels_test, s.prior, gamma),
+            macro_f1(mixed_valid, valid.labels, prior, gamma),
+            macro_f1(mixed_test, test.labels, prior, gamma),
         )
     row["mixture"] = mixture
     return row
