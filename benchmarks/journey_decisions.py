@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from shopformer.data.journey import IGNORE
-from shopformer.models.journey_metrics import decide, next_event_metrics, tune_gamma
+from shopformer.data.journey.labels import IGNORE
+from shopformer.models.journey.classification_metrics import decide, next_event_metrics, tune_gamma
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import build_datamodule
-from shopformer.train.journey import fit_baseline
-from shopformer.train.journey_module import CHANNELS
+from shopformer.train.journey.module import CHANNELS
+from shopformer.train.journey.task import fit_baseline
 
 FINE_GAMMAS = tuple(np.round(np.arange(0.0, 1.51, 0.05), 2))
 MIXTURE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)

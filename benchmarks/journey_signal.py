@@ -32,8 +32,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shopformer.data.journey_datamodule import JourneyDataModule
-from shopformer.models.journey_baselines import SessionEvents, prefix_features
+from shopformer.data.journey.datamodule import JourneyDataModule
+from shopformer.models.journey.baselines import SessionEvents, prefix_features
 from shopformer.train.config import CONF_DIR, build_datamodule
 
 

@@ -246,20 +246,11 @@ def spread(histories: np.ndarray, n: int) -> np.ndarray:
 # -- 1. encoder latency -----------------------------------------------------------------------------
 
 
-def ort_session(path: Path, threads: int):
-    """An onnxruntime session configured as serving configures it (sequential, 1 inter-op thread)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def encoder_rows(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
     """p50 / p99 of onnxruntime and torch eager at batch 1 and 256 (1 and 2 threads at 256)."""
     import torch
+
+    from shopformer.serve.onnx_session import onnx_session  # configured as serving configures it
 
     full = longest(setup.histories, max(args.batch1_calls, 256))
     singles = [full[i % len(full)][None] for i in range(args.batch1_calls)]
@@ -272,7 +263,7 @@ def encoder_rows(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
         (batches, 1, f"256 x {MAX_LEN}"),
         (batches, 2, f"256 x {MAX_LEN}"),
     ):
-        session = ort_session(setup.bundle / "encoder.onnx", threads)
+        session = onnx_session(setup.bundle / "encoder.onnx", threads)
         name = session.get_inputs()[0].name
         log(f"encoder: onnxruntime {note}, {threads} thread(s), {len(inputs)} calls")
         ort_ms = time_calls(lambda x, s=session, n=name: s.run(None, {n: x}), inputs)

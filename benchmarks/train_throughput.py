@@ -58,7 +58,7 @@ def measure(name: str, optimised: bool, precision: str, epochs: int) -> dict:
     dm = datamodule(optimised)
     model = SASRec(dm.n_items, dim=64, max_len=200, n_blocks=2, heads=1, dropout=0.2)
     loss = FullCrossEntropy() if optimised else MaterialisedCrossEntropy()
-    module = RecommenderModule(model, loss, lr=1e-3)
+    module = RecommenderModule(model, loss)  # AdamW, lr 1e-3 (default_optimizer)
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=epochs,

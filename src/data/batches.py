@@ -45,7 +45,7 @@ def _batch_seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
-class _WindowSet(Dataset):
+class WindowSet(Dataset):
     """Shared plumbing: one sample = (sequence start, window end) in the flat arrays."""
 
     trim = False
@@ -77,11 +77,11 @@ class _WindowSet(Dataset):
         return out
 
 
-def _to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v).astype(np.int64)) for k, v in arrays.items()}
 
 
-class NextItemTrainSet(_WindowSet):
+class NextItemTrainSet(WindowSet):
     """Causal next-item training: inputs ``w[:-1]``, targets ``w[1:]`` of a window of L + 1 events."""
 
     def __init__(self, tokens: TokenArrays, starts, ends, max_len: int) -> None:
@@ -98,10 +98,10 @@ class NextItemTrainSet(_WindowSet):
         targets[batch["item_ids"] == PAD] = PAD
         batch["targets"] = targets
         batch["seq_index"] = self.tokens.seq[starts]
-        return _to_tensors(batch)
+        return to_tensors(batch)
 
 
-class MaskedItemTrainSet(_WindowSet):
+class MaskedItemTrainSet(WindowSet):
     """BERT4Rec-style training: random positions of a window replaced by ``mask_id``.
 
     Every row gets at least one masked position (the last one when the draw picks none).
@@ -129,10 +129,10 @@ class MaskedItemTrainSet(_WindowSet):
             if channel in batch:
                 batch[channel] = np.where(mask, PAD, batch[channel])
         batch["seq_index"] = self.tokens.seq[starts]
-        return _to_tensors(batch)
+        return to_tensors(batch)
 
 
-class EvalSet(_WindowSet):
+class EvalSet(WindowSet):
     """(history, target) pairs: the history is the L events right before the target.
 
     With ``with_seen``, ``seen_items`` [B, H] holds the whole history (not only the
@@ -157,7 +157,7 @@ class EvalSet(_WindowSet):
         if self.with_seen:
             longest = max(1, int((ends - starts).max())) if len(ends) else 1
             batch["seen_items"] = gather_windows(self.tokens.item, starts, ends, longest)
-        return _to_tensors(batch)
+        return to_tensors(batch)
 
 
 class BucketBatchSampler(Sampler[list[int]]):

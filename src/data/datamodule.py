@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.data.batches import (
     EvalSet,
     MaskedItemTrainSet,
@@ -15,43 +15,16 @@ from shopformer.data.batches import (
     ShortestFirstSampler,
     TokenArrays,
     batch_loader,
-    training_loader,
 )
-from shopformer.data.features import N_GAP_BUCKETS
-from shopformer.data.schema import DataError
 from shopformer.data.split import TRAIN
-from shopformer.data.store import DatasetSpec, ProcessedDataset, load_or_build
+from shopformer.data.store import DatasetSpec
+from shopformer.errors import DataError
 
 OBJECTIVES = ("next_item", "masked")
 TRAIN_WINDOWS = ("last", "sliding")
 
 
-class DatasetSizes:
-    """What models need to size themselves, read from a datamodule's processed dataset (``self.data``)."""
-
-    data: ProcessedDataset | None
-
-    @property
-    def n_items(self) -> int:
-        """Item id space including padding (0)."""
-        self._require_setup()
-        return self.data.n_items
-
-    @property
-    def n_event_types(self) -> int:
-        self._require_setup()
-        return len(self.data.event_vocab)
-
-    @property
-    def n_gap_buckets(self) -> int:
-        return N_GAP_BUCKETS
-
-    def _require_setup(self) -> None:
-        if self.data is None:
-            raise RuntimeError("call setup() first")
-
-
-class SequenceDataModule(DatasetSizes, L.LightningDataModule):
+class SequenceDataModule(BaseDataModule):
     """Builds (or loads from cache) the processed dataset and serves padded batches.
 
     ``objective``: ``next_item`` (causal, SASRec/GRU4Rec) or ``masked`` (BERT4Rec).
@@ -76,33 +49,25 @@ class SequenceDataModule(DatasetSizes, L.LightningDataModule):
         length_bucketing: bool = False,
         with_seen: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            dataset,
+            cache_dir,
+            max_len,
+            batch_size,
+            eval_batch_size,
+            gap_buckets,
+            num_workers,
+            trim_batches,
+            length_bucketing,
+        )
         if objective not in OBJECTIVES:
             raise DataError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if train_windows not in TRAIN_WINDOWS:
             raise DataError(f"train_windows must be one of {TRAIN_WINDOWS}, got {train_windows!r}")
-        if max_len < 1:
-            raise DataError(f"max_len must be >= 1, got {max_len}")
-        self.spec = dataset
-        self.cache_dir = cache_dir
-        self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
         self.objective, self.mask_prob = objective, mask_prob
-        self.use_gap_buckets, self.train_windows, self.num_workers = (gap_buckets, train_windows, num_workers)
-        self.trim_batches, self.length_bucketing, self.with_seen = trim_batches, length_bucketing, with_seen
-        self.data: ProcessedDataset | None = None
-        self.data_dir = None
-        self.from_cache = False
+        self.train_windows, self.with_seen = train_windows, with_seen
 
-    # -- Lightning hooks -------------------------------------------------
-    def prepare_data(self) -> None:
-        """Build the processed dataset once (rank 0) so that every rank loads it from cache."""
-        if self.data is None and self.cache_dir is not None:
-            load_or_build(self.spec, self.cache_dir)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is not None:
-            return
-        self.data, self.data_dir, self.from_cache = load_or_build(self.spec, self.cache_dir)
+    def build(self) -> None:
         ds = self.data
         gap = ds.gap_buckets() if self.use_gap_buckets else None
         self.tokens = TokenArrays(item=ds.item, event=ds.event, gap=gap, seq=ds.seq, offsets=ds.offsets)
@@ -115,8 +80,9 @@ class SequenceDataModule(DatasetSizes, L.LightningDataModule):
             self.train_set = NextItemTrainSet(self.tokens, starts, ends, self.max_len)
         self.valid_set = EvalSet(self.tokens, ds.target_positions("valid"), self.max_len, self.with_seen)
         self.test_set = EvalSet(self.tokens, ds.target_positions("test"), self.max_len, self.with_seen)
-        for dataset in (self.train_set, self.valid_set, self.test_set):
-            dataset.trim = self.trim_batches
+
+    def train_event_mask(self) -> np.ndarray:
+        return self.data.role == TRAIN
 
     def _train_windows(self, starts: np.ndarray, train_end: np.ndarray):
         """(start, end) flat ranges of training samples; each needs >= 2 events."""
@@ -131,20 +97,6 @@ class SequenceDataModule(DatasetSizes, L.LightningDataModule):
         back = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
         return rep_starts, np.repeat(ends, n_windows) - back * step
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return batch_loader(dataset, batch_size, self.num_workers, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return training_loader(self.train_set, self.batch_size, self.num_workers, self.length_bucketing)
-
-    def train_item_counts(self) -> np.ndarray:
-        """Number of training events per item id (index 0 = padding, always 0)."""
-        self._require_setup()
-        ds = self.data
-        counts = np.bincount(ds.item[ds.role == TRAIN], minlength=ds.n_items)
-        counts[0] = 0
-        return counts
-
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.valid_set)
 
@@ -153,7 +105,7 @@ class SequenceDataModule(DatasetSizes, L.LightningDataModule):
 
     def _eval_loader(self, dataset: EvalSet) -> DataLoader:
         if not self.length_bucketing:
-            return self._loader(dataset, self.eval_batch_size, shuffle=False)
+            return self.loader(dataset, self.eval_batch_size)
         # Shortest histories first (Lightning swaps in a DistributedSampler under DDP).
         sampler = ShortestFirstSampler(dataset.lengths())
         return batch_loader(dataset, self.eval_batch_size, self.num_workers, sampler=sampler)

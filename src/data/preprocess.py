@@ -18,7 +18,6 @@ from shopformer.data.schema import (
     SESSION_ID,
     TIMESTAMP,
     USER_ID,
-    DataError,
     EventTable,
 )
 from shopformer.data.vocab import (
@@ -27,6 +26,7 @@ from shopformer.data.vocab import (
     encode_events,
     encode_items,
 )
+from shopformer.errors import DataError
 
 SEQUENCE_KEYS = ("user", "session")
 

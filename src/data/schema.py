@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from shopformer.errors import DataError
+
 USER_ID = "user_id"
 SESSION_ID = "session_id"
 ITEM_ID = "item_id"
@@ -25,10 +27,6 @@ DEFAULT_EVENT_TYPE = "view"
 # 1970-01-01 .. 2100-01-01: anything outside is a unit mistake (ms given as s) or garbage.
 MAX_TIMESTAMP = 4_102_444_800
 TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-
-
-class DataError(ValueError):
-    """A problem with input data, reported to the user as one line (no stack trace)."""
 
 
 class DataValidationError(DataError):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopformer.data.schema import DataError
+from shopformer.errors import DataError
 
 TRAIN, VALID, TEST, CONTEXT = 0, 1, 2, 3
 

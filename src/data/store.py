@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 
 from shopformer.data.features import gap_buckets
 from shopformer.data.preprocess import PreprocessConfig, preprocess
-from shopformer.data.schema import DataError
 from shopformer.data.sources import EventSource
 from shopformer.data.split import TEST, TRAIN, VALID, LeaveOneOut, Split
 from shopformer.data.vocab import PAD_TOKEN
+from shopformer.errors import DataError
 
 FORMAT_VERSION = 1
 EVENTS_FILE, KEYS_FILE, VOCAB_FILE, META_FILE = (

@@ -3,7 +3,7 @@
 Every bad request is answered 4xx with ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``
 naming the field; anything unexpected is logged and answered 500 as JSON. ``POST /recommend`` goes
 through a dynamic batcher (concurrent sessions share one encoder run and one index search; see
-:mod:`shopformer.serve.batching`; ``batching="off"`` answers each alone). The other endpoints are
+:mod:`shopformer.serve.micro_batching`; ``batching="off"`` answers each alone). The other endpoints are
 plain ``def`` functions, which FastAPI runs in its thread pool (onnxruntime and FAISS release the GIL).
 
 ``POST /admin/reload`` loads the new bundle completely, then swaps one reference: requests already
@@ -27,12 +27,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from shopformer import __version__
-from shopformer.serve.batching import SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
+from shopformer.errors import RequestError
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
-from shopformer.serve.metrics import MetricsMiddleware, ServingMetrics
+from shopformer.serve.micro_batching import SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
+from shopformer.serve.prometheus import MetricsMiddleware, ServingMetrics
 from shopformer.serve.recommender import Recommendation, Recommender
-from shopformer.serve.rules import RequestError
 from shopformer.serve.schemas import (
     JourneyBatchIn,
     JourneyBatchOut,

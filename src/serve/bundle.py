@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from shopformer.errors import UserError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENCODER = "encoder.onnx"
@@ -55,7 +57,7 @@ MANIFEST_KEYS = (
 )
 
 
-class BundleError(ValueError):
+class BundleError(UserError):
     """A bundle that cannot be used; the message names the bundle and what is wrong."""
 
 

@@ -24,18 +24,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from shopformer.serve.batch import (
+from shopformer.errors import USAGE_EXIT_CODE, ConfigError, RequestError, UserError, one_line
+from shopformer.serve.batch_scoring import (
     InputError,
     progress_bar,
     read_sessions,
+    score_journey_table,
     score_sessions,
     write_recommendations,
 )
-from shopformer.serve.batching import SETTINGS
-from shopformer.serve.bundle import BundleError
-from shopformer.serve.rules import RequestError
+from shopformer.serve.micro_batching import SETTINGS
+from shopformer.serve.recommender import Recommender
 
-USAGE_ERROR = 2
+USAGE_ERROR = USAGE_EXIT_CODE
 
 SERVE_ARGS = {
     "bundle": (str, None),  # None: required
@@ -64,7 +65,7 @@ RECOMMEND_ARGS = {
 }
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
     """A command line that cannot be run."""
 
 
@@ -107,6 +108,7 @@ SERVE_ENV = "SHOPFORMER_SERVE_ARGS"
 
 def app_from_env():
     """The app of one uvicorn worker process, from the arguments shopformer-serve left in the environment."""
+    # Lazy: shopformer-recommend need not import FastAPI and the app (a fifth of a second); no cycle.
     from shopformer.serve.app import create_app
 
     args = json.loads(os.environ[SERVE_ENV])
@@ -127,7 +129,7 @@ def app_from_env():
 
 
 def _serve(args: dict[str, Any]) -> None:
-    import uvicorn
+    import uvicorn  # lazy: only shopformer-serve needs the HTTP server
 
     if args["workers"] < 1:
         raise UsageError(f"workers must be positive, got {args['workers']}")
@@ -151,7 +153,7 @@ def _serve(args: dict[str, Any]) -> None:
         uvicorn.run(app, **common)
         return
     # Each worker process builds its own app (and model) from the environment, on its own socket.
-    from shopformer.serve.workers import run_workers
+    from shopformer.serve.workers import run_workers  # lazy: only workers > 1 need multiprocessing
 
     del app
     with tempfile.TemporaryDirectory(prefix="shopformer-serve-") as shared:
@@ -163,8 +165,6 @@ def _serve(args: dict[str, Any]) -> None:
 
 
 def _recommend(args: dict[str, Any]) -> None:
-    from shopformer.serve.recommender import Recommender
-
     if args["task"] not in TASKS:
         raise UsageError(f"task={args['task']!r}: expected one of {', '.join(TASKS)}")
     if args["k"] < 1 or args["batch_size"] < 1:
@@ -205,8 +205,6 @@ def _recommend(args: dict[str, Any]) -> None:
 
 
 def _journey_scores(rec, table, args: dict[str, Any]) -> None:
-    from shopformer.serve.journey import score_journey_table
-
     started = time.perf_counter()
     advance, close = progress_bar(len(table))
     try:
@@ -235,8 +233,8 @@ def _run(prog: str, spec: dict[str, tuple[type, Any]], body: Callable[[dict[str,
         return 0
     try:
         body(parse_args(argv, spec, prog))
-    except (UsageError, InputError, BundleError, RequestError, OSError, pa.ArrowException) as exc:
-        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+    except (UserError, OSError, pa.ArrowException) as exc:
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         return 130
@@ -244,7 +242,7 @@ def _run(prog: str, spec: dict[str, tuple[type, Any]], body: Callable[[dict[str,
         if os.environ.get("SHOPFORMER_DEBUG"):
             traceback.print_exc()
         print(
-            f"{prog}: unexpected error: {type(exc).__name__}: {_one_line(exc)} "
+            f"{prog}: unexpected error: {type(exc).__name__}: {one_line(exc)} "
             "(set SHOPFORMER_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
@@ -265,8 +263,3 @@ def _typed(name: str, raw: str, kind: type) -> Any:
         except ValueError:
             raise UsageError(f"{name}={raw!r}: expected an integer") from None
     return raw
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -12,6 +12,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from shopformer.errors import ConfigError
+
 # Below this many query x item pairs FAISS skips BLAS; its default (128k) makes batch search
 # over large catalogues an order of magnitude slower (see shared STACK.md).
 faiss.cvar.distance_compute_blas_threshold = 20
@@ -22,7 +24,7 @@ BUILD_PARAMETERS = ("efConstruction",)  # shape the index while it is built; sto
 TRAIN_POINTS_PER_LIST = 64
 
 
-class IndexConfigError(ValueError):
+class IndexConfigError(ConfigError):
     """An index spec that cannot be built for this item table."""
 
 
@@ -49,6 +51,26 @@ def build_index(
     index.add(vectors)
     set_search_params(index, params or {})
     return index
+
+
+def check_index_spec(factory: str, params: dict[str, Any] | None, dim: int, n_items: int) -> None:
+    """Refuse an index spec FAISS cannot build for ``n_items`` (padding included) vectors of ``dim``."""
+    try:
+        index = faiss.index_factory(int(dim), str(factory), faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        raise IndexConfigError(
+            f"FAISS index factory string {factory!r} is not valid: {lines[-1] if lines else 'unknown'}"
+        ) from None
+    nlist = getattr(faiss.extract_index_ivf(index), "nlist", 0) if "IVF" in str(factory) else 0
+    if nlist > n_items - 1:
+        raise IndexConfigError(
+            f"index {factory!r} needs at least {nlist} items to train its {nlist} lists; "
+            f"the catalogue has {n_items - 1}"
+        )
+    given = {k: v for k, v in (params or {}).items() if v is not None}
+    set_build_params(index, given)
+    set_search_params(index, given)
 
 
 def set_build_params(index: faiss.Index, params: dict[str, Any]) -> None:

@@ -4,29 +4,24 @@ A session is scored after its last event: probabilities of the next event type (
 ``event_classes``), of the session converting (a purchase follows), and of its cart being abandoned.
 Abandonment is reported only when the session holds an open cart (a cart event after its latest
 purchase), the only prefixes that head was trained on; otherwise it is None. Sessions are encoded
-exactly as for ``/recommend`` (:meth:`Recommender.encode`): unknown raw ids are dropped and reported,
-and a session without any known item gets no probabilities.
-
-Batch scoring writes one row per session (the "batch pattern": scores written for CRM systems to read).
+exactly as for ``/recommend`` (:class:`~shopformer.serve.encoding.SessionEncoder`): unknown raw ids
+are dropped and reported, and a session without any known item gets no probabilities.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-import pandas as pd
 
-from shopformer.data.journey import open_cart_flags
+from shopformer.data.journey.labels import open_cart_flags
+from shopformer.errors import RequestError
 from shopformer.serve.bundle import BundleError, BundleFiles
-from shopformer.serve.rules import RequestError
-
-if TYPE_CHECKING:  # the recommender imports this module
-    from shopformer.serve.batch import SessionTable
-    from shopformer.serve.recommender import Recommender, Session
+from shopformer.serve.encoding import SessionEncoder
+from shopformer.serve.onnx_session import onnx_session
+from shopformer.serve.sessions import Session, event_names, parse_session
 
 OUTPUTS = ("event_probs", "conversion", "abandonment")
 
@@ -59,13 +54,8 @@ class JourneyScorer:
         labels = spec.get("labels") or {}
         self.cart_event = str(labels.get("cart_event", "cart"))
         self.purchase_event = str(labels.get("purchase_event", "purchase"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(
-                str(bundle.journey_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self.session = onnx_session(bundle.journey_path, threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"bundle {bundle.directory}: cannot load journey.onnx ({exc})") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -101,42 +91,27 @@ class JourneyScorer:
         starts[0] = True
         return bool(open_cart_flags(codes, starts, cart_id=1, purchase_id=2)[-1])
 
-
-def score_journeys(rec: Recommender, sessions: Sequence[Session | dict[str, Any]]) -> list[JourneyScore]:
-    """Journey probabilities for every session, with one encoder-input build and one ONNX run."""
-    _require_journey(rec)
-    from shopformer.serve.recommender import _session  # the same request checks as /recommend
-
-    sessions = [s if not isinstance(s, dict) else _session(s, i) for i, s in enumerate(sessions)]
-    for i, s in enumerate(sessions):
-        _check_order(s.timestamps, i)
-    encoded = rec.encode(sessions)
-    out = [JourneyScore(unknown_items=unknown) for unknown in encoded.unknown]
-    if not encoded.rows.size:
+    def score(
+        self, encoder: SessionEncoder, sessions: Sequence[Session | Mapping[str, Any]]
+    ) -> list[JourneyScore]:
+        """Journey probabilities for every session, with one encoder-input build and one ONNX run."""
+        # the same request checks as /recommend
+        sessions = [s if not isinstance(s, dict) else parse_session(s, i) for i, s in enumerate(sessions)]
+        for i, s in enumerate(sessions):
+            _check_order(s.timestamps, i)
+        encoded = encoder.encode(sessions)
+        out = [JourneyScore(unknown_items=unknown) for unknown in encoded.unknown]
+        if not encoded.rows.size:
+            return out
+        event, conversion, abandonment = self.run(encoded.inputs)
+        for row, r in enumerate(encoded.rows):
+            score, s = out[r], sessions[r]
+            score.event_probs = dict(zip(self.classes, event[row].tolist(), strict=True))
+            score.next_event_type = self.classes[int(event[row].argmax())]
+            score.conversion = float(conversion[row])
+            score.cart_open = self.cart_open(event_names(s))
+            score.abandonment = float(abandonment[row]) if score.cart_open else None
         return out
-    event, conversion, abandonment = rec.journey.run(encoded.inputs)
-    classes = rec.journey.classes
-    for row, r in enumerate(encoded.rows):
-        score, s = out[r], sessions[r]
-        score.event_probs = dict(zip(classes, event[row].tolist(), strict=True))
-        score.next_event_type = classes[int(event[row].argmax())]
-        score.conversion = float(conversion[row])
-        score.cart_open = rec.journey.cart_open(_event_names(s))
-        score.abandonment = float(abandonment[row]) if score.cart_open else None
-    return out
-
-
-def _require_journey(rec: Recommender) -> None:
-    if rec.journey is None:
-        raise NoJourneyModel(
-            (),
-            f"bundle {rec.name} {rec.version} has no journey model (journey.onnx); serve a bundle "
-            "exported from a journey experiment",
-        )
-
-
-def _event_names(s: Session) -> list[str]:
-    return ["view"] * len(s.items) if s.event_types is None else list(s.event_types)
 
 
 def _check_order(timestamps: Sequence[int] | None, i: int) -> None:
@@ -148,51 +123,3 @@ def _check_order(timestamps: Sequence[int] | None, i: int) -> None:
         raise RequestError((i, "timestamps"), "must be integer unix seconds") from None
     if (np.diff(stamps) < 0).any():
         raise RequestError((i, "timestamps"), "must not decrease: send the session's events oldest first")
-
-
-def score_journey_table(
-    rec: Recommender,
-    table: SessionTable,
-    *,
-    batch_size: int = 256,
-    progress: Callable[[int], None] | None = None,
-) -> pd.DataFrame:
-    """One row per session: the key, ``n_events``, ``unknown_items`` (count), ``p_<event type>`` per
-    class, ``next_event_type``, ``conversion``, ``abandonment`` (NaN without an open cart), ``cart_open``."""
-    from shopformer.serve.recommender import Session
-
-    _require_journey(rec)
-    classes = rec.journey.classes
-    rows: list[JourneyScore] = []
-    for start in range(0, len(table), batch_size):
-        stop = min(start + batch_size, len(table))
-        batch = [
-            Session(
-                table.items[i],
-                None if table.event_types is None else table.event_types[i],
-                None if table.timestamps is None else table.timestamps[i],
-            )
-            for i in range(start, stop)
-        ]
-        try:
-            rows += score_journeys(rec, batch)
-        except RequestError as exc:
-            row, *rest = exc.loc
-            raise RequestError((start + row, *rest), exc.message) from None
-        if progress is not None:
-            progress(len(batch))
-    nan = float("nan")
-    frame = pd.DataFrame(
-        {
-            table.key: table.ids.reset_index(drop=True),
-            "n_events": np.asarray([len(items) for items in table.items], dtype=np.int32),
-            "unknown_items": np.asarray([len(r.unknown_items) for r in rows], dtype=np.int32),
-        }
-    )
-    for c in classes:
-        frame[f"p_{c}"] = np.asarray([nan if r.event_probs is None else r.event_probs[c] for r in rows])
-    frame["next_event_type"] = pd.Series([r.next_event_type for r in rows], dtype="string")
-    frame["conversion"] = np.asarray([nan if r.conversion is None else r.conversion for r in rows])
-    frame["abandonment"] = np.asarray([nan if r.abandonment is None else r.abandonment for r in rows])
-    frame["cart_open"] = np.asarray([r.cart_open for r in rows], dtype=bool)
-    return frame

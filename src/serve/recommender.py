@@ -1,58 +1,46 @@
 """The recommender: a bundle's ONNX encoder, item vectors and FAISS index behind one object.
 
-``Recommender.load(source)`` takes a bundle directory, ``runs:/<run_id>/<path>`` or
-``models:/<name>/<version>`` / ``models:/<name>@<alias>`` (MLflow is imported only for those).
+``Recommender.load(source)`` takes a bundle directory or an MLflow URI (see
+:mod:`shopformer.serve.mlflow_source`).
 
-A session is a list of raw item ids, oldest first, with optional event type names and unix
-timestamps. Raw ids the catalogue does not know are dropped from the history and reported back in
-``unknown_items``; a session with no known item left is answered with no items (the caller
-falls back to its own default, e.g. best sellers): the bundle holds no popularity to fall back on,
-and an encoder run on an empty history gives an arbitrary vector.
-
-Retrieval over-fetches (k + history + room for filters) and widens the FAISS search geometrically,
-up to the whole catalogue, until k eligible items are found and no unfetched item could outrank
-them through a boost; with a flat index the answer equals exact top-k of the boosted scores.
+A session (:class:`~shopformer.serve.sessions.Session`) is a list of raw item ids, oldest first,
+with optional event type names and unix timestamps. Raw ids the catalogue does not know are dropped
+from the history and reported back in ``unknown_items``; a session with no known item left is
+answered with no items (the caller falls back to its own default, e.g. best sellers): the bundle
+holds no popularity to fall back on. Retrieval after business rules: :mod:`shopformer.serve.retrieval`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import onnxruntime as ort
 
-from shopformer.data.features import GAP_PAD, gap_buckets
-from shopformer.data.vocab import PAD, PAD_TOKEN, encode_events
+from shopformer.data.vocab import PAD
+from shopformer.errors import RequestError
 from shopformer.serve.bundle import INDEX, BundleError, BundleFiles, open_bundle
-from shopformer.serve.index import SEARCH_PARAMETERS, IndexConfigError, read_index, search
-from shopformer.serve.journey import JourneyScore, JourneyScorer, score_journeys
-from shopformer.serve.rules import Filters, ItemAttributes, RequestError, Rules, in_sorted
-
-ITEM_IDS, EVENT_TYPES, GAP_BUCKETS = "item_ids", "event_types", "gap_buckets"
-ENCODER_INPUTS = (ITEM_IDS, EVENT_TYPES, GAP_BUCKETS)
-DEFAULT_EVENT_TYPE = "view"  # what the data schema assumes when events carry no type
-MLFLOW_SCHEMES = ("runs:/", "models:/")
-PROJECT_STORE = "mlflow/mlflow.db"  # training's default tracking store, relative to the working directory
-WIDEN = 4  # growth factor of the candidate list when rules leave fewer than k items
-
-
-@dataclass(frozen=True)
-class Session:
-    """One request: raw item ids oldest first, optional event types and timestamps, and options."""
-
-    items: Sequence[Any]
-    event_types: Sequence[str] | None = None
-    timestamps: Sequence[int] | None = None
-    k: int = 10
-    exclude_seen: bool = True
-    filters: Mapping[str, Any] | Filters | None = None
+from shopformer.serve.encoding import (
+    ENCODER_INPUTS,
+    EVENT_TYPES,
+    GAP_BUCKETS,
+    ITEM_IDS,
+    EncodedSessions,
+    SessionEncoder,
+    length_groups,
+)
+from shopformer.serve.index import SEARCH_PARAMETERS, IndexConfigError, read_index
+from shopformer.serve.journey import JourneyScore, JourneyScorer, NoJourneyModel
+from shopformer.serve.mlflow_source import local_bundle
+from shopformer.serve.onnx_session import onnx_session
+from shopformer.serve.retrieval import Plan, retrieve
+from shopformer.serve.rules import Filters, ItemAttributes, Rules
+from shopformer.serve.sessions import Session, check_k, parse_session
 
 
 @dataclass
@@ -61,16 +49,6 @@ class Recommendation:
 
     items: list[tuple[Any, float]] = field(default_factory=list)
     unknown_items: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class EncodedSessions:
-    """Encoder inputs for the sessions that have known items (left-padded int64 [B, L])."""
-
-    rows: np.ndarray  # position in the request of each encoded row
-    inputs: dict[str, np.ndarray]
-    seen: list[np.ndarray]  # every known internal id of each row's full history
-    unknown: list[list[Any]]  # per request (all of them, not just encoded rows)
 
 
 class Recommender:
@@ -94,10 +72,13 @@ class Recommender:
         self.max_len = int(self.manifest["max_len"])
         self.min_len = max(1, int(self.manifest.get("min_len", 1)))
         self.event_vocab = list(self.manifest.get("event_vocab") or [])
-        self.session = _onnx_session(bundle, threads)
+        self.session = _encoder_session(bundle, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.output = _query_output(self.session)
         self._check_inputs(bundle)
+        self.encoder = SessionEncoder(
+            self.attributes, self.inputs, self.max_len, self.min_len, self.event_vocab
+        )
         # The journey heads (journey.onnx), when the bundle has them: see shopformer.serve.journey.
         self.journey = JourneyScorer(bundle, threads, self.inputs) if bundle.journey_path else None
         self.faiss_threads = max(1, int(faiss_threads))
@@ -117,13 +98,9 @@ class Recommender:
         """Open a bundle directory or MLflow URI (downloaded into ``cache_dir``, else a temp dir)."""
         source = str(source)
         options = {"threads": threads, "faiss_threads": faiss_threads, "index_params": index_params}
-        if not source.startswith(MLFLOW_SCHEMES):
-            return cls(open_bundle(source), source=source, **options)
-        if cache_dir is not None:
-            return cls(open_bundle(download(source, cache_dir)), source=source, **options)
-        # Everything is in memory once loaded, so the download need not outlive the load.
-        with tempfile.TemporaryDirectory(prefix="shopformer-bundle-") as tmp:
-            return cls(open_bundle(download(source, tmp)), source=source, **options)
+        # Everything is in memory once loaded, so a temporary download need not outlive the load.
+        with local_bundle(source, cache_dir) as directory:
+            return cls(open_bundle(directory), source=source, **options)
 
     @property
     def name(self) -> str:
@@ -155,17 +132,17 @@ class Recommender:
 
     def recommend_batch(self, sessions: Sequence[Session | Mapping[str, Any]]) -> list[Recommendation]:
         """Answer many sessions with one encoder call and one FAISS search (plus widening rounds)."""
-        sessions = [s if isinstance(s, Session) else _session(s, i) for i, s in enumerate(sessions)]
+        sessions = [s if isinstance(s, Session) else parse_session(s, i) for i, s in enumerate(sessions)]
         rules = [self._rules(s.filters, i) for i, s in enumerate(sessions)]
         for i, s in enumerate(sessions):
-            _check_k(s.k, (i, "k"))
+            check_k(s.k, (i, "k"))
         encoded = self.encode(sessions)
         out = [Recommendation(unknown_items=unknown) for unknown in encoded.unknown]
         if not encoded.rows.size:
             return out
         queries = self.query_vectors(encoded.inputs)
         plans = [
-            _Plan(sessions[r].k, seen if sessions[r].exclude_seen else None, rules[r])
+            Plan(sessions[r].k, seen if sessions[r].exclude_seen else None, rules[r])
             for r, seen in zip(encoded.rows, encoded.seen, strict=True)
         ]
         for r, (ids, scores) in zip(encoded.rows, self.retrieve(queries, plans), strict=True):
@@ -186,7 +163,7 @@ class Recommender:
         The fast path for benchmarks and batch jobs: no raw-id mapping, no per-row Python objects
         beyond the rule step. Rows with fewer than ``k`` eligible items are padded with id 0 / -inf.
         """
-        _check_k(k, ("k",))
+        check_k(k, ("k",))
         inputs = {ITEM_IDS: item_ids, EVENT_TYPES: event_types, GAP_BUCKETS: gap_buckets}
         missing = [name for name in self.inputs if inputs[name] is None]
         if missing:
@@ -194,7 +171,7 @@ class Recommender:
         item_ids = np.asarray(item_ids, dtype=np.int64)
         queries = self.query_vectors({name: np.asarray(inputs[name], dtype=np.int64) for name in self.inputs})
         rules = self._rules(filters, None)
-        plans = [_Plan(k, np.unique(row[row > 0]) if exclude_seen else None, rules) for row in item_ids]
+        plans = [Plan(k, np.unique(row[row > 0]) if exclude_seen else None, rules) for row in item_ids]
         ids = np.zeros((len(plans), k), dtype=np.int64)
         scores = np.full((len(plans), k), -np.inf, dtype=np.float32)
         for row, (found, found_scores) in enumerate(self.retrieve(queries, plans)):
@@ -203,47 +180,39 @@ class Recommender:
 
     def journey_batch(self, sessions: Sequence[Session | Mapping[str, Any]]) -> list[JourneyScore]:
         """Next-event-type, conversion and abandonment probabilities per session (needs journey.onnx)."""
-        return score_journeys(self, sessions)
+        return self.require_journey().score(self.encoder, sessions)
+
+    def require_journey(self) -> JourneyScorer:
+        """The bundle's journey scorer; :class:`NoJourneyModel` when it has no ``journey.onnx``."""
+        if self.journey is None:
+            raise NoJourneyModel(
+                (),
+                f"bundle {self.name} {self.version} has no journey model (journey.onnx); serve a bundle "
+                "exported from a journey experiment",
+            )
+        return self.journey
 
     def similar(
         self, item_id: Any, k: int = 10, filters: Mapping[str, Any] | Filters | None = None
     ) -> Recommendation:
         """Items whose vectors score highest against ``item_id``'s vector (the item itself excluded)."""
-        _check_k(k, ("k",))
+        check_k(k, ("k",))
         rules = self._rules(filters, None)
         internal = self.attributes.encode([item_id])
         if not internal[0]:
             return Recommendation(unknown_items=[item_id])
         query = self.items[internal]
-        (ids, scores), *_ = self.retrieve(query, [_Plan(k, internal, rules)])
+        (ids, scores), *_ = self.retrieve(query, [Plan(k, internal, rules)])
         return Recommendation(items=self._decode(ids, scores))
 
     def encode(self, sessions: Sequence[Session]) -> EncodedSessions:
-        """Map raw ids to internal ids (one vocabulary lookup for the whole batch), drop unknown ones,
-        compute event-type and gap-bucket channels, keep the last ``max_len`` and left-pad."""
-        for i, s in enumerate(sessions):
-            _check_session(s, i)
-        lengths = np.array([len(s.items) for s in sessions], dtype=np.int64)
-        flat = [item for s in sessions for item in s.items]
-        codes = self.attributes.encode(flat)
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        rows, channels, seen, unknown = [], [], [], []
-        for i, s in enumerate(sessions):
-            row_codes = codes[bounds[i] : bounds[i + 1]]
-            known = row_codes > 0
-            unknown.append([item for item, ok in zip(s.items, known, strict=True) if not ok])
-            if not known.any():
-                continue
-            rows.append(i)
-            seen.append(np.unique(row_codes[known]))
-            channels.append(self._channels(s, row_codes, known, i))
-        inputs = self._pad(channels)
-        return EncodedSessions(np.array(rows, dtype=np.int64), inputs, seen, unknown)
+        """Encoder inputs of the sessions with known items (see :class:`SessionEncoder`)."""
+        return self.encoder.encode(sessions)
 
     def query_vectors(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One encoder run: float32 [B, D] query vectors for left-padded int64 inputs (cut to the
         last ``max_len`` columns, left-padded to ``min_len``)."""
-        feeds = {name: self._fit(np.asarray(inputs[name], dtype=np.int64)) for name in self.inputs}
+        feeds = {name: self.encoder.fit(np.asarray(inputs[name], dtype=np.int64)) for name in self.inputs}
         lengths = (feeds[ITEM_IDS] != PAD).sum(axis=1)
         groups = length_groups(lengths)
         if len(groups) == 1:
@@ -259,28 +228,9 @@ class Recommender:
             )
         return queries
 
-    def retrieve(self, queries: np.ndarray, plans: Sequence[_Plan]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def retrieve(self, queries: np.ndarray, plans: Sequence[Plan]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top items per query after rules: one FAISS search for all, then wider ones where needed."""
-        total = self.index.ntotal
-        fetch = np.array([min(total, p.initial_fetch()) for p in plans], dtype=np.int64)
-        results: list[Any] = [None] * len(plans)
-        pending = np.arange(len(plans))
-        # OpenMP's thread count is per calling thread: a batcher or thread-pool thread starts with the
-        # machine's default, and idle OpenMP workers spin (measured: 2x the server CPU per request).
-        faiss.omp_set_num_threads(self.faiss_threads)
-        while pending.size:
-            depth = int(fetch[pending].max())
-            scores, ids = search(self.index, queries[pending], depth)
-            again = []
-            for row, i in enumerate(pending):
-                found = plans[i].select(ids[row], scores[row], exhaustive=depth >= total)
-                if found is None:
-                    fetch[i] = min(total, depth * WIDEN)
-                    again.append(i)
-                else:
-                    results[i] = found
-            pending = np.array(again, dtype=np.int64)
-        return results
+        return retrieve(self.index, queries, plans, self.faiss_threads)
 
     def metadata(self) -> dict[str, Any]:
         """The manifest plus where the bundle came from and what rules can filter on."""
@@ -290,55 +240,6 @@ class Recommender:
             "loaded_at": self.loaded_at,
             "attributes": self.attributes.describe(),
         }
-
-    def _channels(self, s: Session, codes: np.ndarray, known: np.ndarray, i: int) -> dict[str, np.ndarray]:
-        keep = slice(max(0, int(known.sum()) - self.max_len), None)  # the most recent max_len items
-        out = {ITEM_IDS: codes[known][keep]}
-        if EVENT_TYPES in self.inputs:
-            out[EVENT_TYPES] = self._event_codes(s, i)[known][keep]
-        if GAP_BUCKETS in self.inputs:
-            if s.timestamps is None:
-                raise RequestError(
-                    (i, "timestamps"), "this model uses time gaps: send a unix timestamp per item"
-                )
-            try:
-                stamps = np.asarray(s.timestamps, dtype=np.int64)[known]
-            except (TypeError, ValueError, OverflowError):
-                raise RequestError((i, "timestamps"), "must be integer unix seconds") from None
-            starts = np.zeros(stamps.size, dtype=bool)
-            starts[0] = True
-            out[GAP_BUCKETS] = gap_buckets(stamps, starts)[keep]  # gaps between known events, as in training
-        return out
-
-    def _event_codes(self, s: Session, i: int) -> np.ndarray:
-        names = [DEFAULT_EVENT_TYPE] * len(s.items) if s.event_types is None else list(s.event_types)
-        codes = encode_events(names, self.event_vocab).astype(np.int64)
-        bad = [name for name, code in zip(names, codes, strict=True) if code == PAD]
-        if bad:
-            known = ", ".join(e for e in self.event_vocab if e != PAD_TOKEN)
-            what = "unknown event type" if s.event_types is not None else "required (no default type)"
-            raise RequestError((i, "event_types"), f"{what} {bad[0]!r}; this model knows: {known}")
-        return codes
-
-    def _fit(self, array: np.ndarray) -> np.ndarray:
-        array = array[:, -self.max_len :]
-        if array.shape[1] < self.min_len:
-            array = np.pad(
-                array, ((0, 0), (self.min_len - array.shape[1], 0))
-            )  # pad ids are 0 in every channel
-        return np.ascontiguousarray(array)
-
-    def _pad(self, channels: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        width = max([self.min_len, *(len(c[ITEM_IDS]) for c in channels)])
-        out = {}
-        for name in self.inputs:
-            pad = GAP_PAD if name == GAP_BUCKETS else PAD
-            array = np.full((len(channels), width), pad, dtype=np.int64)
-            for row, c in enumerate(channels):
-                values = c[name]
-                array[row, width - len(values) :] = values
-            out[name] = array
-        return out
 
     def _rules(self, filters: Mapping[str, Any] | Filters | None, i: int | None) -> Rules | None:
         if filters is None or (isinstance(filters, Mapping | Filters) and not filters):
@@ -367,98 +268,9 @@ class Recommender:
             )
 
 
-@dataclass
-class _Plan:
-    """What one query needs from retrieval: k, the items to exclude, the rules."""
-
-    k: int
-    seen: np.ndarray | None
-    rules: Rules | None
-
-    def initial_fetch(self) -> int:
-        seen = 0 if self.seen is None else self.seen.size
-        room = self.k + 32 if self.rules is not None else 0
-        return self.k + seen + room
-
-    def select(
-        self, ids: np.ndarray, scores: np.ndarray, exhaustive: bool
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The top-k eligible candidates, or None when a wider search could change the answer."""
-        if self.rules is not None:
-            keep, adjusted = self.rules.apply(ids, scores, self.seen)
-        else:
-            keep = ids > 0
-            if self.seen is not None and self.seen.size:
-                keep &= ~in_sorted(ids, self.seen)
-            adjusted = scores
-        eligible = np.flatnonzero(keep)
-        top = eligible[np.argsort(-adjusted[eligible], kind="stable")[: self.k]]
-        # FAISS leaves slots empty (id 0) only when it has no more items to give.
-        if exhaustive or (ids == 0).any():
-            return ids[top], adjusted[top]
-        if top.size < self.k:
-            return None
-        boost = self.rules.max_boost if self.rules is not None else 0.0
-        if boost > 0 and adjusted[top[-1]] < scores[-1] + boost:
-            return None  # an unfetched item (score <= scores[-1]) could still outrank the k-th
-        return ids[top], adjusted[top]
-
-
-def download(source: str, directory: str | os.PathLike) -> Path:
-    """Download an MLflow ``runs:/`` or ``models:/`` bundle into ``directory``; the local path."""
-    import mlflow  # imported only here: 1.3 s, and only MLflow sources need it
-
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    target = tempfile.mkdtemp(prefix="bundle-", dir=directory)
-    store = project_store_uri(mlflow)
+def _encoder_session(bundle: BundleFiles, threads: int) -> ort.InferenceSession:
     try:
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=target, tracking_uri=store, registry_uri=store
-        )
-    except Exception as exc:  # MLflow raises many types (MlflowException, OSError, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"bundle {source}: cannot download from MLflow ({first})") from None
-    return Path(path)
-
-
-def length_groups(lengths: np.ndarray, max_rows: int = 8, slack: float = 1.15) -> list[np.ndarray]:
-    """Row indices grouped by length (shortest first): a group holds at most ``max_rows`` rows, the
-    longest at most ``slack`` times the shortest. One group when the lengths are already close."""
-    if len(lengths) <= 1 or lengths.max() <= slack * max(int(lengths.min()), 1):
-        return [np.arange(len(lengths))]
-    order = np.argsort(lengths, kind="stable")
-    groups, start = [], 0
-    for end in range(1, len(order) + 1):
-        if (
-            end == len(order)
-            or end - start == max_rows
-            or lengths[order[end]] > slack * max(int(lengths[order[start]]), 1)
-        ):
-            groups.append(order[start:end])
-            start = end
-    return groups
-
-
-def project_store_uri(mlflow: Any) -> str | None:
-    """Training's default store (``mlflow/mlflow.db`` under the working directory, as in
-    ``shopformer.train.tracking``) when no tracking URI is set and that database exists; else None
-    (MLflow's own resolution)."""
-    utils = getattr(getattr(mlflow.tracking, "_tracking_service", None), "utils", None)
-    is_set = getattr(utils, "is_tracking_uri_set", None)  # also sees mlflow.set_tracking_uri()
-    explicit = is_set() if callable(is_set) else bool(os.environ.get("MLFLOW_TRACKING_URI"))
-    database = Path(PROJECT_STORE)
-    return None if explicit or not database.is_file() else f"sqlite:///{database.resolve()}"
-
-
-def _onnx_session(bundle: BundleFiles, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        return ort.InferenceSession(
-            str(bundle.encoder_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return onnx_session(bundle.encoder_path, threads)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise BundleError(f"bundle {bundle.directory}: cannot load encoder.onnx ({exc})") from None
 
@@ -483,28 +295,3 @@ def _read_index(bundle: BundleFiles, override: Mapping[str, Any] | None) -> fais
             f"expected {n_items - 1} of dim {dim}"
         )
     return index
-
-
-def _session(spec: Mapping[str, Any], i: int) -> Session:
-    unknown = sorted(set(spec) - set(Session.__dataclass_fields__))
-    if unknown:
-        raise RequestError((i, unknown[0]), "unknown field")
-    if "items" not in spec:
-        raise RequestError((i, "items"), "required")
-    return Session(**spec)
-
-
-def _check_session(s: Session, i: int) -> None:
-    if isinstance(s.items, str | bytes) or not isinstance(s.items, Sequence | np.ndarray):
-        raise RequestError((i, "items"), "must be a list of raw item ids, oldest first")
-    if len(s.items) == 0:
-        raise RequestError((i, "items"), "empty history: send at least one item id")
-    for name in (EVENT_TYPES, "timestamps"):
-        values = getattr(s, name)
-        if values is not None and len(values) != len(s.items):
-            raise RequestError((i, name), f"has {len(values)} values for {len(s.items)} items")
-
-
-def _check_k(k: Any, loc: tuple) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise RequestError(loc, f"must be a positive integer, got {k!r}")

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from shopformer.data.vocab import encode_items
+from shopformer.errors import RequestError
 
 CATEGORY = "category"
 PRICE = "price"
@@ -45,19 +46,6 @@ FILTER_KEYS = (
     "boosts",
     "boost_items",
 )
-
-
-class RequestError(ValueError):
-    """A request the recommender cannot answer as asked; ``loc`` names the offending field."""
-
-    def __init__(self, loc: str | tuple, message: str) -> None:
-        self.loc = tuple(loc.split(".")) if isinstance(loc, str) else tuple(loc)
-        self.message = message
-        super().__init__(f"{'.'.join(map(str, self.loc))}: {message}")
-
-    def within(self, *prefix: Any) -> RequestError:
-        """The same error located under ``prefix`` (e.g. a batch position)."""
-        return type(self)((*prefix, *self.loc), self.message)
 
 
 class FilterError(RequestError):

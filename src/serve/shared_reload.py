@@ -63,5 +63,5 @@ async def follow(shared: SharedSource, load_and_swap: Callable[[str], Any], inte
             continue
         try:
             await asyncio.to_thread(load_and_swap, source)
-        except Exception as exc:  # noqa: BLE001 - a bad bundle must not stop the poller
+        except Exception as exc:  # a bad bundle must not stop the poller
             log.warning("could not follow the reload to %s: %s", source, exc)

@@ -30,7 +30,7 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 def _worker(
     app_factory: Callable[[], Any], host: str, port: int, log_level: str, env: dict[str, str]
 ) -> None:
-    import uvicorn
+    import uvicorn  # lazy: imported in the worker process, which needs it; the parent does not
 
     os.environ.update(env)
     sock = reuseport_socket(host, port)

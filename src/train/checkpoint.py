@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from shopformer.data.schema import DataError
+from shopformer.errors import DataError
 from shopformer.models.base import SequenceRecommender
 from shopformer.train.config import build_model, model_objective
 
@@ -30,9 +30,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_config(checkpoint: dict[str, Any]) -> DictConfig:
-    """The run config stored in the checkpoint, with the datamodule objective of its model."""
-    cfg = OmegaConf.create(checkpoint["shopformer_config"])
-    OmegaConf.update(cfg, "datamodule.objective", model_objective(cfg), force_add=True)
+    """The run config stored in the checkpoint (resolved when it was written), upgraded if it is older."""
+    return upgrade_config(OmegaConf.create(checkpoint["shopformer_config"]))
+
+
+# Where the task and LightningModule nodes point for a config written before tasks were plug-ins.
+LEGACY_TASKS = {
+    "journey": ("shopformer.train.journey.task.JourneyTask", "shopformer.train.journey.module.JourneyModule"),
+    "default": ("shopformer.train.next_item.NextItemTask", "shopformer.train.module.RecommenderModule"),
+}
+LEGACY_RANKING_KEYS = ("ks", "exclude_seen", "eval_chunk_size")
+
+
+def upgrade_config(cfg: DictConfig) -> DictConfig:
+    """A run config of commit 85a0e90 or earlier (no ``task`` / ``lit_module`` nodes, the journey
+    options under ``journey``, the ranking options under ``module``) in today's shape; a current one as is."""
+    if "task" in cfg and "lit_module" in cfg:
+        return cfg
+    objective = model_objective(cfg)
+    task_target, module_target = LEGACY_TASKS.get(objective, LEGACY_TASKS["default"])
+    legacy_module = OmegaConf.to_container(cfg.get("module") or {}, resolve=True)
+    if objective == "journey":
+        task = {"_target_": task_target, **OmegaConf.to_container(cfg.get("journey") or {}, resolve=True)}
+        lit_module = {"_target_": module_target, "_partial_": True}
+    else:
+        task = {"_target_": task_target}
+        ranking = {k: legacy_module[k] for k in LEGACY_RANKING_KEYS if k in legacy_module}
+        lit_module = {"_target_": module_target, "_partial_": True, **ranking}
+    OmegaConf.update(cfg, "task", cfg.get("task") or task, force_add=True)
+    OmegaConf.update(cfg, "lit_module", cfg.get("lit_module") or lit_module, force_add=True)
     return cfg
 
 

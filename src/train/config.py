@@ -1,18 +1,30 @@
-"""Hydra glue: where conf/ is, and building data objects from a composed config."""
+"""Hydra glue: where conf/ is, the ``model_objective`` resolver, building objects from a composed config."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from shopformer.data.datamodule import SequenceDataModule
+from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.data.store import DatasetSpec
 
 CONF_DIR = Path(os.environ.get("SHOPFORMER_CONF", Path(__file__).resolve().parents[2] / "conf"))
+
+
+def objective_of(target: str | None) -> str:
+    """The training objective (``next_item`` / ``masked`` / ``journey``) of the model class ``target``."""
+    if not target:
+        return "next_item"
+    return getattr(get_class(target), "objective", "next_item")
+
+
+# ``datamodule.objective: ${model_objective:${model._target_}}``: derived from the model, never overwritten.
+OmegaConf.register_new_resolver("model_objective", objective_of, replace=True)
 
 
 def build_dataset_spec(data: DictConfig) -> DatasetSpec:
@@ -26,7 +38,7 @@ def build_dataset_spec(data: DictConfig) -> DatasetSpec:
     )
 
 
-def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
+def build_datamodule(cfg: DictConfig) -> BaseDataModule:
     """The datamodule of a composed config (``data``, ``datamodule``, ``paths`` nodes)."""
     # Partial first: instantiate() would turn a dataclass argument into a DictConfig.
     make = instantiate(cfg.datamodule, _partial_=True)
@@ -34,8 +46,8 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
 
 
 def model_objective(cfg: DictConfig) -> str:
-    """The training objective (``next_item`` / ``masked``) of the model class of ``cfg.model``."""
-    return getattr(get_class(cfg.model._target_), "objective", "next_item")
+    """The training objective of the model class of ``cfg.model``."""
+    return objective_of(cfg.model._target_)
 
 
 def build_model(cfg: DictConfig, dm) -> nn.Module:
@@ -47,3 +59,20 @@ def build_model(cfg: DictConfig, dm) -> nn.Module:
         n_event_types=dm.n_event_types if cfg.features.event_types else 0,
         n_gap_buckets=dm.n_gap_buckets if cfg.datamodule.gap_buckets else 0,
     )
+
+
+def build_task(cfg: DictConfig) -> Any:
+    """The task object of ``cfg.task`` (``conf/task/``)."""
+    return instantiate(cfg.task, _convert_="all")
+
+
+def flat(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (MLflow parameters)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import hydra
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from shopformer.data.schema import DataError
 from shopformer.data.stats import dataset_stats, format_row, format_stats
+from shopformer.errors import exit_on_user_error
 from shopformer.train.config import CONF_DIR, build_datamodule
 
 
@@ -44,11 +42,8 @@ def prepare(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error():
         prepare(cfg)
-    except (DataError, InstantiationException) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main() -> None:

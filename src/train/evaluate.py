@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from shopformer.data.schema import DataError
+from shopformer.errors import ConfigError, exit_on_user_error
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from shopformer.train.config import CONF_DIR, build_datamodule
+from shopformer.train.config import CONF_DIR, build_datamodule, model_objective
 from shopformer.train.module import RecommenderModule
 
 PROTOCOLS = {"all_items": False, "exclude_seen": True}
+RANKING_OPTIONS = ("ks", "eval_chunk_size")
 
 
 def evaluate(
@@ -29,11 +29,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of the checkpoint's model on ``split`` for each protocol."""
     if split not in ("test", "valid"):
-        raise DataError(f"split must be 'test' or 'valid', got {split!r}")
+        raise ConfigError(f"split must be 'test' or 'valid', got {split!r}")
     checkpoint = load_checkpoint(ckpt)
     cfg = checkpoint_config(checkpoint)
-    if cfg.datamodule.get("objective") == "journey":
-        raise DataError(
+    if model_objective(cfg) == "journey":
+        raise ConfigError(
             "shopformer-eval ranks items; a journey checkpoint's metrics (and its baselines') are the test "
             "metrics in the JSON line and MLflow run of shopformer-train"
         )
@@ -43,6 +43,7 @@ def evaluate(
     dm = build_datamodule(cfg)
     dm.setup()
     model = restore_model(checkpoint, cfg, dm)
+    ranking = {k: v for k, v in OmegaConf.to_container(cfg.lit_module).items() if k in RANKING_OPTIONS}
     results: dict[str, Any] = {"checkpoint": str(ckpt), "split": split, "dataset": cfg.data.name}
     trainer = L.Trainer(
         accelerator=accelerator,
@@ -53,9 +54,8 @@ def evaluate(
     )
     for protocol in protocols:
         if protocol not in PROTOCOLS:
-            raise DataError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
-        module_cfg = {**OmegaConf.to_container(cfg.module, resolve=True), "exclude_seen": PROTOCOLS[protocol]}
-        module = RecommenderModule(model, None, **module_cfg)
+            raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+        module = RecommenderModule(model, None, **ranking, exclude_seen=PROTOCOLS[protocol])
         if split == "test":
             trainer.test(module, datamodule=dm, verbose=False)
             values = module.last_metrics["test"]
@@ -70,11 +70,8 @@ def evaluate(
 def _hydra_main(cfg: DictConfig) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    try:
+    with exit_on_user_error():
         result = evaluate(cfg.ckpt, cfg.split, list(cfg.protocols), cfg.accelerator, cfg.paths.cache_dir)
-    except DataError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps(result), flush=True)
 
 

@@ -5,39 +5,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning as L
-import torch
 from torch import Tensor
 
 from shopformer.models.base import SequenceRecommender
 from shopformer.models.losses import NextItemLoss
-from shopformer.models.metrics import FullRankingMetrics
-from shopformer.train.schedule import check_decay_start, lr_factor
+from shopformer.models.ranking_metrics import FullRankingMetrics
+from shopformer.train.base_module import OptimizerFactory, TrainingModule
+from shopformer.train.schedule import LRSchedule
 
-CHANNELS = ("event_types", "gap_buckets")
 
-
-class RecommenderModule(L.LightningModule):
-    """Trains ``model`` with ``loss`` (AdamW, warm-up, constant, cosine decay); ranks the whole catalogue."""
+class RecommenderModule(TrainingModule):
+    """Trains ``model`` with ``loss`` (next-item or masked-item targets); ranks the whole catalogue."""
 
     def __init__(
         self,
         model: SequenceRecommender,
         loss: NextItemLoss | None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.98),
-        warmup_steps: int = 0,
-        cosine: bool = False,
-        min_lr_ratio: float = 0.0,
-        decay_start: float = 0.0,
+        optimizer: OptimizerFactory | None = None,
+        schedule: LRSchedule | None = None,
         ks: Sequence[int] = (10, 20, 100),
         exclude_seen: bool = False,
         eval_chunk_size: int = 65536,
     ) -> None:
-        super().__init__()
-        check_decay_start(decay_start)
-        self.model, self.loss = model, loss
-        self.save_hyperparameters(ignore=["model", "loss"])
+        super().__init__(model, loss, optimizer, schedule)
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "schedule"])
         self.ks = tuple(ks)
         self.metrics = {
             split: FullRankingMetrics(model.n_items, self.ks, eval_chunk_size, exclude_seen)
@@ -45,23 +36,15 @@ class RecommenderModule(L.LightningModule):
         }
         self.last_metrics: dict[str, dict[str, float]] = {}
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.loss is not None and datamodule is not None and hasattr(datamodule, "train_item_counts"):
-            self.loss.set_item_counts(torch.as_tensor(datamodule.train_item_counts(), dtype=torch.float32))
-
-    def _channels(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {name: batch[name] for name in CHANNELS if name in batch}
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        hidden = self.model(batch["item_ids"], **self._channels(batch))
+        hidden = self.model(batch["item_ids"], **self.channels(batch))
         mask = batch["targets"] > 0
         loss = self.loss(hidden[mask], batch["targets"][mask], self.model.item_vectors())
         self.log("train/loss", loss, prog_bar=True, batch_size=int(mask.sum()))
         return loss
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
-        queries = self.model.encode(batch["item_ids"], **self._channels(batch))
+        queries = self.model.encode(batch["item_ids"], **self.channels(batch))
         self.metrics[split].update(
             queries.float(), self.model.item_vectors().float(), batch["target"], batch.get("seen_items")
         )
@@ -75,7 +58,7 @@ class RecommenderModule(L.LightningModule):
     def _eval_epoch_end(self, split: str) -> None:
         metrics = self.metrics[split]
         if self.trainer.world_size > 1:
-            metrics = _gathered(self, metrics)
+            metrics = gathered(self, metrics)
         values = metrics.compute()
         self.metrics[split].reset()
         self.last_metrics[split] = values
@@ -89,39 +72,8 @@ class RecommenderModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
-        checkpoint["shopformer_config"] = getattr(self, "shopformer_config", None)
-        checkpoint["shopformer_git_commit"] = getattr(self, "shopformer_git_commit", None)
 
-    def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            return None
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
-        if not hp.warmup_steps and not hp.cosine:
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        trainer = self.trainer
-
-        def factor(_: int) -> float:
-            # The trainer's global step, not the scheduler's own count: a run resumed from a
-            # checkpoint saved without a scheduler (constant lr) still decays at the right step.
-            return lr_factor(
-                trainer.global_step,
-                total,
-                hp.warmup_steps,
-                hp.cosine,
-                hp.min_lr_ratio,
-                hp.get("decay_start", 0.0),
-            )
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _gathered(module: L.LightningModule, metrics: FullRankingMetrics) -> FullRankingMetrics:
+def gathered(module: L.LightningModule, metrics: FullRankingMetrics) -> FullRankingMetrics:
     """Merge the accumulators of every rank (DDP) into one."""
     gathered = {k: module.all_gather(v.to(module.device)) for k, v in metrics.state().items()}
     merged = FullRankingMetrics(metrics.n_items, metrics.ks, metrics.chunk_size, metrics.exclude_seen)

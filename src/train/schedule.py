@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from shopformer.data.schema import DataError
+from shopformer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """``conf/schedule/``: linear warm-up over ``warmup_steps``; then constant, or with ``cosine`` a
+    cosine decay to ``min_lr_ratio`` starting at the fraction ``decay_start`` of training."""
+
+    warmup_steps: int = 0
+    cosine: bool = False
+    min_lr_ratio: float = 0.0
+    decay_start: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_decay_start(self.decay_start)
+
+    @property
+    def constant(self) -> bool:
+        """True when the learning rate never changes (no scheduler needed)."""
+        return not self.warmup_steps and not self.cosine
+
+    def factor(self, step: int, total: int) -> float:
+        """Multiplier of the peak learning rate at optimiser ``step`` of ``total``."""
+        return lr_factor(step, total, self.warmup_steps, self.cosine, self.min_lr_ratio, self.decay_start)
 
 
 def lr_factor(
@@ -36,4 +60,6 @@ def lr_factor(
 def check_decay_start(decay_start: float) -> None:
     """Refuse a decay start outside [0, 1) with the setting's name (before any training)."""
     if not 0.0 <= decay_start < 1.0:
-        raise DataError(f"module.decay_start must be in [0, 1) (a fraction of training), got {decay_start}")
+        raise ConfigError(
+            f"schedule.decay_start must be in [0, 1) (a fraction of training), got {decay_start}"
+        )

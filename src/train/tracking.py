@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import OmegaConf
 
 from shopformer.serve.bundle import read_manifest, write_manifest
 
@@ -117,3 +118,17 @@ def _create_version(client: MlflowClient, name: str | None, source: str, run_id:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     return client.create_model_version(name, source, run_id=run_id)
+
+
+def log_run_facts(logger: Any, cfg: Any, dm: Any, ckpt: str | None, commit: str) -> None:
+    """Tags (dataset, its hash, commit, model class), the resolved config, the dataset report and the
+    checkpoint of a finished run."""
+    client, run_id = logger.experiment, logger.run_id
+    client.set_tag(run_id, "dataset", dm.data.meta["name"])
+    client.set_tag(run_id, "dataset_hash", dm.data.meta["config_hash"])
+    client.set_tag(run_id, "git_commit", commit)
+    client.set_tag(run_id, "model", cfg.model._target_.rsplit(".", 1)[-1])
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    client.log_dict(run_id, dm.data.meta["report"], "dataset_report.json")
+    if ckpt:
+        client.log_artifact(run_id, ckpt, "checkpoints")

@@ -1,144 +1,103 @@
-"""``shopformer-train``: fit, evaluate by full ranking, log to MLflow, print one JSON line."""
+"""``shopformer-train``: the one training pipeline of every task, and its command line.
+
+data -> model -> LightningModule -> fit -> best checkpoint -> test -> report -> MLflow -> bundle ->
+registry. What differs between tasks (next-item recommendation, journey models) is asked of the task
+object of ``cfg.task`` (:class:`shopformer.train.task.Task`). The run ends by printing one JSON line.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from shopformer.data.schema import DataError
-from shopformer.data.split import TRAIN
-from shopformer.models.baselines import FittedBaseline
-from shopformer.serve.index import IndexConfigError
+from shopformer.errors import exit_on_user_error
+from shopformer.serve.index import check_index_spec
 from shopformer.train.callbacks import detach_weight_averaging
-from shopformer.train.config import CONF_DIR, build_datamodule, build_model, model_objective
-from shopformer.train.export import ExportError, check_index_spec, export_and_publish
-from shopformer.train.module import RecommenderModule
-from shopformer.train.tracking import git_commit
+from shopformer.train.config import CONF_DIR, build_datamodule, build_model, build_task, flat
+from shopformer.train.export import export_and_publish
+from shopformer.train.task import Task
+from shopformer.train.tracking import git_commit, log_run_facts
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Train and test as ``cfg`` says; returns the summary for the final JSON line (None off rank 0)."""
     commit = git_commit()  # now: the tree may change while a long run trains
-    if model_objective(cfg) == "journey":
-        from shopformer.train.journey import run_journey  # imports this module: loaded on demand
-
-        return run_journey(cfg, commit)
+    task: Task = build_task(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    OmegaConf.update(cfg, "datamodule.objective", model_objective(cfg), force_add=True)
-    OmegaConf.update(cfg, "datamodule.gap_buckets", bool(cfg.features.gap_buckets), force_add=True)
-    if cfg.module.get("exclude_seen"):  # the ranking needs each user's whole history
-        OmegaConf.update(cfg, "datamodule.with_seen", True, force_add=True)
+    task.check(cfg)
     dm = build_datamodule(cfg)
     dm.setup()  # builds the processed dataset, or loads it from the cache
     model = build_model(cfg, dm)
     if cfg.get("export", True):  # a bad index spec fails now, not after training
         check_index_spec(cfg.index.factory, cfg.index.params, model.dim, dm.n_items)
-    trainable = not isinstance(model, FittedBaseline)
-    if not trainable:
-        ds = dm.data
-        model.fit(ds.item[ds.role == TRAIN], ds.seq[ds.role == TRAIN])
+    trainable = task.prepare(cfg, model, dm)
     if cfg.get("compile") and trainable:
         model = torch.compile(model)
-    loss = instantiate(cfg.loss) if trainable else None
-    module = RecommenderModule(model, loss, **OmegaConf.to_container(cfg.module, resolve=True))
+    module = task.build_module(cfg, model, dm, trainable)
     module.shopformer_config = OmegaConf.to_container(cfg, resolve=True)
     module.shopformer_git_commit = commit
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if trainable else []
-    if not logger:  # nothing to monitor the learning rate into
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer = _trainer(cfg, logger, trainable)
     if logger:
-        logger.log_hyperparams(_flat(module.shopformer_config))
+        logger.log_hyperparams(flat(module.shopformer_config))
     if trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
         detach_weight_averaging(trainer)
-    ckpt = _best_checkpoint(trainer) if trainable else None
-    test_metrics = {}
-    if cfg.get("test_after_fit", True):
-        trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
-        test_metrics = module.last_metrics.get("test", {})
+    ckpt = best_checkpoint(trainer) if trainable else None
+    test = task.evaluate(trainer, module, dm, ckpt) if cfg.get("test_after_fit", True) else {}
     if not trainer.is_global_zero:
         return None  # rank 0 reports for the whole DDP job
     if not ckpt:
         ckpt = f"{trainer.default_root_dir}/checkpoints/last.ckpt"
         trainer.save_checkpoint(ckpt)
+    run_dir = Path(trainer.default_root_dir)
     summary = {
         "run_id": getattr(logger, "run_id", None) if logger else None,
-        "test": {k: (v if k == "n" else round(v, 6)) for k, v in test_metrics.items()},
+        **task.report(module, dm, test, run_dir),
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
     if logger:
-        _finish_mlflow_run(logger, cfg, dm, ckpt, commit)
+        log_run_facts(logger, cfg, dm, ckpt, commit)
+        task.log_to_mlflow(logger, dm, summary)
     if cfg.get("export", True):
-        summary.update(_export(cfg, dm, ckpt, trainer, logger, commit))
+        summary.update(export_and_publish(cfg, dm, ckpt, run_dir, logger, commit, task.bundle_metrics(test)))
     return summary
 
 
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    return getattr(callback, "best_model_path", None) or None
+def _trainer(cfg: DictConfig, logger: Any, trainable: bool) -> L.Trainer:
+    """``cfg.trainer`` with ``cfg.callbacks`` (none for a model that does not train)."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if trainable else []
+    if not logger:  # nothing to monitor the learning rate into
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
 
-def _export(cfg: DictConfig, dm, ckpt: str, trainer: L.Trainer, logger, commit: str) -> dict[str, Any]:
-    """The bundle of the checkpoint's weights in ``<run dir>/bundle``; logged and registered in MLflow."""
-    metrics = {
-        f"test/{k.replace('@', '_')}": v
-        for k, v in trainer.lightning_module.last_metrics.get("test", {}).items()
-        if k != "n"
-    }
-    return export_and_publish(cfg, dm, ckpt, Path(trainer.default_root_dir), logger, commit, metrics)
-
-
-def _finish_mlflow_run(logger, cfg: DictConfig, dm, ckpt: str | None, commit: str) -> None:
-    client, run_id = logger.experiment, logger.run_id
-    client.set_tag(run_id, "dataset", dm.data.meta["name"])
-    client.set_tag(run_id, "dataset_hash", dm.data.meta["config_hash"])
-    client.set_tag(run_id, "git_commit", commit)
-    client.set_tag(run_id, "model", cfg.model._target_.rsplit(".", 1)[-1])
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    client.log_dict(run_id, dm.data.meta["report"], "dataset_report.json")
-    if ckpt:
-        client.log_artifact(run_id, ckpt, "checkpoints")
-
-
-def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint ModelCheckpoint kept, if any."""
+    return getattr(trainer.checkpoint_callback, "best_model_path", None) or None
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
+    with exit_on_user_error():
         summary = run(cfg)
-    except (DataError, ExportError, IndexConfigError, InstantiationException) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
-    if summary is not None:
-        print(json.dumps(summary), flush=True)
-        return summary["test"].get("ndcg@10")  # the objective of hparams_search sweeps
-    return None
+    if summary is None:
+        return None
+    print(json.dumps(summary), flush=True)
+    return build_task(cfg).sweep_value(summary)  # the objective of hparams_search sweeps
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from shopformer.data.journey import IGNORE
+from shopformer.data.journey.labels import IGNORE
 from shopformer.train.train import run
 from tests.benchmarks.scripts import load_benchmark
 from tests.train.runs import compose_train
@@ -52,8 +52,8 @@ def test_a_run_scored_again_from_its_checkpoint_gives_the_runs_own_figures(tmp_p
         tmp_path,
         "experiment=journey_synthetic",
         "model.dim=16",
-        "journey.bootstrap_resamples=0",
-        "journey.baselines=[markov]",
+        "task.bootstrap_resamples=0",
+        "task.baselines=[markov]",
         "logger=none",
     )
     summary = run(cfg)

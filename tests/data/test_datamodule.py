@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from shopformer.data.datamodule import SequenceDataModule
-from shopformer.data.schema import DataError
 from shopformer.data.sources import FrameSource, SyntheticSource
 from shopformer.data.split import TRAIN
 from shopformer.data.store import DatasetSpec
+from shopformer.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from shopformer.data.preprocess import PreprocessConfig, preprocess
-from shopformer.data.schema import DataError, EventTable
+from shopformer.data.schema import EventTable
 from shopformer.data.vocab import PAD_TOKEN, encode_items
+from shopformer.errors import DataError
 
 
 def table(rows, has_timestamps=True, **kw) -> EventTable:

@@ -8,10 +8,10 @@ import pytest
 
 from shopformer.data.datamodule import SequenceDataModule
 from shopformer.data.preprocess import PreprocessConfig
-from shopformer.data.schema import DataError
 from shopformer.data.sources import FrameSource, SyntheticSource
 from shopformer.data.split import CONTEXT, TEST, TRAIN, VALID, LeaveOneOut, Temporal
 from shopformer.data.store import DatasetSpec, build
+from shopformer.errors import DataError
 
 
 def roles_of(split, seq, ts=None, item=None, has_timestamps=True):

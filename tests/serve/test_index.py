@@ -64,3 +64,23 @@ def test_ivf_trains_on_a_bounded_reproducible_sample(items):
 def test_bad_index_specs_are_one_clear_error(items, factory, params, message):
     with pytest.raises(ix.IndexConfigError, match=message):
         ix.build_index(items, factory, params)
+
+
+@pytest.mark.parametrize(
+    ("factory", "params", "n_items", "message"),
+    [
+        ("Bogus", {}, 100, "not valid"),
+        ("IVF16,Flat", {}, 16, "needs at least 16 items to train its 16 lists; the catalogue has 15"),
+        ("HNSW32", {"nprob": 3}, 100, "unknown index parameter"),
+        ("IVF16,Flat", {"efConstruction": 100}, 100, "HNSW indexes only"),
+    ],
+)
+def test_index_spec_check_refuses_what_the_build_would(factory, params, n_items, message):
+    with pytest.raises(ix.IndexConfigError, match=message):
+        ix.check_index_spec(factory, params, dim=16, n_items=n_items)  # n_items counts the padding row
+
+
+def test_index_spec_check_accepts_buildable_specs_without_building():
+    ix.check_index_spec("IVF16,Flat", {"nprobe": 4, "efSearch": None}, dim=16, n_items=17)
+    ix.check_index_spec("HNSW8", {"efSearch": 10, "efConstruction": 40}, dim=16, n_items=2)
+    ix.check_index_spec("Flat", None, dim=16, n_items=2)

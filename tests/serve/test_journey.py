@@ -16,12 +16,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from shopformer.data.features import gap_buckets
+from shopformer.errors import RequestError
 from shopformer.serve.app import create_app
 from shopformer.serve.bundle import BundleError, read_manifest, write_manifest
 from shopformer.serve.cli import recommend_main
 from shopformer.serve.journey import NoJourneyModel
 from shopformer.serve.recommender import Recommender
-from shopformer.serve.rules import RequestError
 from tests.serve.conftest import EVENT_VOCAB, TestBundle
 
 with warnings.catch_warnings():

@@ -62,7 +62,7 @@ def test_unknown_mlflow_source_is_a_bundle_error(logged_bundle):
 
 def test_project_store_is_the_default_when_nothing_is_set(tmp_path, monkeypatch):
     import mlflow
-    from shopformer.serve.recommender import project_store_uri
+    from shopformer.serve.mlflow_source import project_store_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -7,9 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
+from shopformer.errors import RequestError
 from shopformer.serve.bundle import BundleError
-from shopformer.serve.recommender import Recommender, Session
-from shopformer.serve.rules import RequestError
+from shopformer.serve.recommender import Recommender
+from shopformer.serve.sessions import Session
 
 
 def histories(bundle, n: int, seed: int = 0) -> list[list]:
@@ -245,7 +246,7 @@ def test_faiss_threads_hold_in_any_calling_thread(bundle):
 
 
 def test_length_groups_bound_padding_and_cover_every_row():
-    from shopformer.serve.recommender import length_groups
+    from shopformer.serve.encoding import length_groups
 
     lengths = np.array([200, 50, 52, 120, 199, 51, 130, 0, 60])
     groups = length_groups(lengths, max_rows=2, slack=1.15)
@@ -257,7 +258,8 @@ def test_length_groups_bound_padding_and_cover_every_row():
 
 
 def test_grouped_encoder_runs_equal_one_session_at_a_time(bundle):
-    from shopformer.serve.recommender import Recommender, Session
+    from shopformer.serve.recommender import Recommender
+    from shopformer.serve.sessions import Session
 
     rec = Recommender.load(bundle.path)
     rng = np.random.default_rng(0)

@@ -30,7 +30,7 @@ def test_experiment_builds(experiment, tmp_path):
     model = instantiate(cfg.model, n_items=50, max_len=cfg.datamodule.max_len, **channels)
     assert type(model) is get_class(cfg.model._target_)
     instantiate(cfg.loss)
-    assert set(cfg.module) >= {"lr", "exclude_seen"}
+    assert set(cfg.lit_module) >= {"_target_", "exclude_seen"} and "lr" in cfg.optimizer
 
 
 @pytest.mark.parametrize("data", [d for d in DATASETS if d != "csv"])
@@ -43,4 +43,4 @@ def test_every_dataset_config_builds_its_spec(data):
 def test_hparams_search_composes():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hparams_search=sasrec_grid"], return_hydra_config=True)
-    assert "module.lr" in cfg.hydra.sweeper.params
+    assert "optimizer.lr" in cfg.hydra.sweeper.params

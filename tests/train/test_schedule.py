@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
+import torch
 
-from shopformer.data.schema import DataError
+from shopformer.errors import ConfigError
 from shopformer.train.schedule import lr_factor
 
 
@@ -42,20 +44,20 @@ def test_decay_start_never_cuts_the_warmup_short():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
 def test_bad_decay_start_is_named(bad):
-    with pytest.raises(DataError, match="module.decay_start"):
+    with pytest.raises(ConfigError, match="schedule.decay_start"):
         lr_factor(0, 100, cosine=True, decay_start=bad)
 
 
 def test_bad_decay_start_is_a_one_line_error_before_training(tmp_path, capsys, monkeypatch):
     from shopformer.train.train import main
 
-    argv = ["shopformer-train", f"hydra.run.dir={tmp_path}", "logger=none", "module.decay_start=1.5"]
+    argv = ["shopformer-train", f"hydra.run.dir={tmp_path}", "logger=none", "schedule.decay_start=1.5"]
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "error: module.decay_start must be in [0, 1) (a fraction of training), got 1.5"
+    assert err[-1] == "error: schedule.decay_start must be in [0, 1) (a fraction of training), got 1.5"
 
 
 def test_module_schedule_follows_the_trainers_global_step():
@@ -65,9 +67,13 @@ def test_module_schedule_follows_the_trainers_global_step():
 
     from shopformer.models.sasrec import SASRec
     from shopformer.train.module import RecommenderModule
+    from shopformer.train.schedule import LRSchedule
 
     module = RecommenderModule(
-        SASRec(n_items=20, dim=8, max_len=5), None, lr=1e-2, cosine=True, min_lr_ratio=0.0, decay_start=0.5
+        SASRec(n_items=20, dim=8, max_len=5),
+        None,
+        optimizer=partial(torch.optim.AdamW, lr=1e-2),
+        schedule=LRSchedule(cosine=True, min_lr_ratio=0.0, decay_start=0.5),
     )
     trainer = SimpleNamespace(estimated_stepping_batches=100, global_step=90)  # resumed near the end
     module._trainer = trainer

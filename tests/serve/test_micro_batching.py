@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 
+from shopformer.errors import RequestError
 from shopformer.serve.app import create_app
-from shopformer.serve.batching import LoopBatcher, ThreadBatcher, answer, make_batcher
-from shopformer.serve.rules import RequestError
+from shopformer.serve.micro_batching import LoopBatcher, ThreadBatcher, answer, make_batcher
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from shopformer.serve.rules import RequestError
+from shopformer.errors import RequestError
 
 BatchFunction = Callable[[Any, Sequence[Any]], Sequence[Any]]
 MODES = ("loop", "thread")
@@ -44,7 +44,7 @@ def answer(run: BatchFunction, model: Any, items: list[Any]) -> list[tuple[bool,
                 return _settle(outcomes, waiting, exc)
             outcomes[waiting.pop(position)] = (False, RequestError(exc.loc[1:], exc.message))
             continue
-        except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
+        except Exception as exc:  # every waiting request must hear about it
             return _settle(outcomes, waiting, exc)
         for i, result in zip(waiting, results, strict=True):
             outcomes[i] = (True, result)

@@ -7,22 +7,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopformer.data.journey import (
+from shopformer.data.journey.datamodule import JourneyDataModule
+from shopformer.data.journey.labels import (
     IGNORE,
     PARTS,
     UNUSED,
     JourneyLabelConfig,
-    JourneySplit,
     journey_labels,
     open_cart_flags,
     session_starts,
 )
-from shopformer.data.journey_datamodule import JourneyDataModule
+from shopformer.data.journey.split import JourneySplit
 from shopformer.data.preprocess import PreprocessConfig
-from shopformer.data.schema import DataError
 from shopformer.data.sources import FrameSource, SyntheticSource, TaobaoSource
 from shopformer.data.split import LeaveOneOut
 from shopformer.data.store import DatasetSpec
+from shopformer.errors import DataError
 
 VOCAB = ["<pad>", "view", "cart", "purchase"]
 V, C, P = 1, 2, 3

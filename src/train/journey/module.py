@@ -4,30 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning as L
 import numpy as np
-import torch
 from torch import Tensor
 
-from shopformer.data.journey_batches import LABELS
-from shopformer.models.journey import JourneyModel
-from shopformer.models.journey_loss import JourneyLoss, head_logits_to_probs
-from shopformer.models.journey_metrics import JourneyPredictions, journey_metrics, tune_gamma
-from shopformer.train.module import RecommenderModule
-from shopformer.train.schedule import check_decay_start
+from shopformer.data.journey.batches import LABELS
+from shopformer.models.journey.classification_metrics import JourneyPredictions, journey_metrics, tune_gamma
+from shopformer.models.journey.loss import JourneyLoss, head_logits_to_probs
+from shopformer.models.journey.model import JourneyModel
+from shopformer.train.base_module import OptimizerFactory, TrainingModule
+from shopformer.train.schedule import LRSchedule
 
-CHANNELS = ("event_types", "gap_buckets")
 SPLITS = ("val", "test")
 
 
-class JourneyModule(L.LightningModule):
-    """Trains ``model`` with ``loss`` (AdamW, optional warm-up and cosine decay, as the recommenders).
+class JourneyModule(TrainingModule):
+    """Trains ``model`` with the multi-task ``loss`` (optimiser and schedule as every task's).
 
     Evaluation scores every labelled prefix at its last event and computes the metrics of
-    :mod:`shopformer.models.journey_metrics` once per epoch; ``<split>/loss`` is the weighted sum of
-    the heads' log-losses (the training objective without the next-item term). Each validation sets
-    the next-event decision ``gamma`` (best validation macro-F1); testing uses the latest one, so
-    validate the checkpoint before testing it. The probabilities of the last evaluation stay in
+    :mod:`shopformer.models.journey.classification_metrics` once per epoch; ``<split>/loss`` is the
+    weighted sum of the heads' log-losses (the training objective without the next-item term). Each
+    validation sets the next-event decision ``gamma`` (best validation macro-F1); testing uses the latest
+    one, so validate the checkpoint before testing it. The probabilities of the last evaluation stay in
     ``last_predictions`` (for plots and the baselines' comparison).
     """
 
@@ -36,38 +33,19 @@ class JourneyModule(L.LightningModule):
         model: JourneyModel,
         loss: JourneyLoss,
         prior: Sequence[float] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.98),
-        warmup_steps: int = 0,
-        cosine: bool = False,
-        min_lr_ratio: float = 0.0,
-        decay_start: float = 0.0,
+        optimizer: OptimizerFactory | None = None,
+        schedule: LRSchedule | None = None,
     ) -> None:
-        super().__init__()
-        check_decay_start(decay_start)
-        self.model, self.loss = model, loss
-        self.save_hyperparameters(ignore=["model", "loss", "prior"])
+        super().__init__(model, loss, optimizer, schedule)
+        self.save_hyperparameters(ignore=["model", "loss", "prior", "optimizer", "schedule"])
         self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
         self.gamma = 0.0  # plain argmax until a validation has chosen one
         self._outputs: dict[str, list[dict[str, np.ndarray]]] = {split: [] for split in SPLITS}
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_predictions: dict[str, tuple[JourneyPredictions, dict[str, np.ndarray]]] = {}
 
-    # Same optimiser, schedule and checkpoint contents as the recommenders.
-    configure_optimizers = RecommenderModule.configure_optimizers
-    on_save_checkpoint = RecommenderModule.on_save_checkpoint
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "train_item_counts"):
-            self.loss.set_item_counts(torch.as_tensor(datamodule.train_item_counts(), dtype=torch.float32))
-
-    def _channels(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {name: batch[name] for name in CHANNELS if name in batch}
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        hidden = self.model(batch["item_ids"], **self._channels(batch))
+        hidden = self.model(batch["item_ids"], **self.channels(batch))
         total, parts = self.loss(self.model, hidden, batch)
         size = int((batch["item_ids"] != 0).sum())
         self.log("train/loss", total, prog_bar=True, batch_size=size)
@@ -76,7 +54,7 @@ class JourneyModule(L.LightningModule):
         return total
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
-        hidden = self.model.encode(batch["item_ids"], **self._channels(batch))
+        hidden = self.model.encode(batch["item_ids"], **self.channels(batch))
         event, conversion, abandonment = head_logits_to_probs(self.model.heads(hidden, batch["item_ids"]))
         out = {"next_event_p": event, "conversion_p": conversion, "abandonment_p": abandonment}
         out.update({name: batch[name] for name in LABELS})

@@ -13,20 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from shopformer.models.journey import JourneyModel
+from shopformer.models.journey.model import JourneyModel
 from shopformer.serve.bundle import JOURNEY
-from shopformer.train.export import (
+from shopformer.serve.onnx_session import onnx_session
+from shopformer.train.onnx_export import (
     ITEM_IDS,
-    PARITY_TOLERANCE,
     ExportError,
-    _left_pad,
     encoder_inputs,
     export_encoder,
-    onnx_session,
+    parity,
     random_histories,
+    run_onnx,
+    run_torch,
 )
 
 OUTPUTS = ("event_probs", "conversion", "abandonment")
@@ -45,34 +45,14 @@ class JourneyGraph(nn.Module):
         return self.model.journey(item_ids, event_types, gap_buckets)
 
 
-def journey_onnx(
-    session, histories: dict[str, np.ndarray], min_len: int = 1, batch: int = 512
-) -> list[np.ndarray]:
+def journey_onnx(session, histories: dict[str, np.ndarray], min_len: int = 1) -> list[np.ndarray]:
     """The three outputs of a ``journey.onnx`` session for ``histories`` (by input name)."""
-    names = [i.name for i in session.get_inputs()]
-    feeds = {name: _left_pad(np.asarray(histories[name], dtype=np.int64), min_len) for name in names}
-    n = len(feeds[names[0]])
-    parts = [
-        session.run(list(OUTPUTS), {k: v[i : i + batch] for k, v in feeds.items()})
-        for i in range(0, n, batch)
-    ]
-    return [np.concatenate([p[j] for p in parts]) for j in range(len(OUTPUTS))]
+    return run_onnx(session, histories, OUTPUTS, min_len, batch=512)
 
 
-@torch.no_grad()
-def journey_torch(
-    model: JourneyModel, histories: dict[str, np.ndarray], batch: int = 512
-) -> list[np.ndarray]:
+def journey_torch(model: JourneyModel, histories: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The same three outputs from ``model.journey`` in torch."""
-    inputs = encoder_inputs(model)
-    n = len(histories[ITEM_IDS])
-    parts = []
-    for i in range(0, n, batch):
-        tensors = {
-            name: torch.as_tensor(np.asarray(histories[name][i : i + batch], np.int64)) for name in inputs
-        }
-        parts.append([t.float().numpy() for t in model.journey(tensors.pop(ITEM_IDS), **tensors)])
-    return [np.concatenate([p[j] for p in parts]) for j in range(len(OUTPUTS))]
+    return run_torch(model.journey, encoder_inputs(model), histories, batch=512)
 
 
 def export_journey(
@@ -100,17 +80,11 @@ def export_journey(
     else:
         histories = random_histories(model, 64, max_len, pad=True)
     session = onnx_session(directory / JOURNEY)
-    diff = max(
-        float(np.abs(a - b).max())
-        for a, b in zip(
-            journey_onnx(session, histories, exported.min_len), journey_torch(model, histories), strict=True
-        )
+    diff = parity(
+        journey_onnx(session, histories, exported.min_len),
+        journey_torch(model, histories),
+        "the journey heads in ONNX",
     )
-    if not diff <= PARITY_TOLERANCE:
-        raise ExportError(
-            f"the journey heads in ONNX differ from torch by {diff:.2e} (> {PARITY_TOLERANCE:g}) "
-            f"on {len(histories[ITEM_IDS])} histories; not writing a wrong bundle"
-        )
     return {
         "journey": {
             "file": JOURNEY,

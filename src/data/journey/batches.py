@@ -16,8 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from shopformer.data.batches import TokenArrays, _to_tensors, _WindowSet, gather_windows
-from shopformer.data.journey import IGNORE
+from shopformer.data.batches import TokenArrays, WindowSet, gather_windows, to_tensors
+from shopformer.data.journey.labels import IGNORE
 
 LABELS = ("next_event", "conversion", "abandonment")
 
@@ -27,7 +27,7 @@ def gather_labels(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, leng
     return gather_windows(values.astype(np.int64) - IGNORE, starts, ends, length) + IGNORE
 
 
-class JourneyTrainSet(_WindowSet):
+class JourneyTrainSet(WindowSet):
     """Windows ``[start, end)`` of at most ``max_len`` events, labelled at every position."""
 
     def __init__(
@@ -51,10 +51,10 @@ class JourneyTrainSet(_WindowSet):
             batch[name] = gather_labels(self.labels[name], starts, ends, length)
         batch["targets"] = gather_windows(self.next_item, starts, ends, length)
         batch["seq_index"] = self.tokens.seq[starts]
-        return _to_tensors(batch)
+        return to_tensors(batch)
 
 
-class JourneyEvalSet(_WindowSet):
+class JourneyEvalSet(WindowSet):
     """One sample per prefix: the (at most ``max_len``) events up to and including ``position``."""
 
     def __init__(
@@ -71,7 +71,7 @@ class JourneyEvalSet(_WindowSet):
         for name in LABELS:
             batch[name] = self.labels[name][positions]
         batch["position"] = positions
-        return _to_tensors(batch)
+        return to_tensors(batch)
 
 
 def train_windows(

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shopformer.data.journey import IGNORE
-from shopformer.models.journey import JourneyModel
+from shopformer.data.journey.labels import IGNORE
+from shopformer.models.journey.model import JourneyModel
 from shopformer.models.losses import NextItemLoss
 
 HEADS = ("next_event", "conversion", "abandonment", "next_item")

@@ -28,7 +28,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-from shopformer.data.journey import IGNORE
+from shopformer.data.journey.labels import IGNORE
 from shopformer.models.bootstrap import Difference, paired_bootstrap
 
 EPS = 1e-7

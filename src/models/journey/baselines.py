@@ -20,8 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shopformer.data.journey import IGNORE
-from shopformer.models.journey_metrics import JourneyPredictions
+from shopformer.data.journey.labels import IGNORE
+from shopformer.models.journey.classification_metrics import JourneyPredictions
 
 
 @dataclass

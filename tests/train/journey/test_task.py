@@ -14,9 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import mlflow
-from shopformer.data.journey_datamodule import JourneyDataModule
-from shopformer.data.schema import DataError
-from shopformer.models.journey import JourneyModel
+from shopformer.data.journey.datamodule import JourneyDataModule
+from shopformer.errors import DataError
+from shopformer.models.journey.model import JourneyModel
 from shopformer.serve.app import create_app
 from shopformer.serve.bundle import JOURNEY, verify_bundle
 from shopformer.serve.recommender import Recommender
@@ -24,8 +24,8 @@ from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, rest
 from shopformer.train.config import CONF_DIR, build_datamodule
 from shopformer.train.evaluate import evaluate
 from shopformer.train.export import export_checkpoint, random_histories
-from shopformer.train.journey import comparison_table
-from shopformer.train.journey_export import OUTPUTS, journey_onnx, journey_torch
+from shopformer.train.journey.export import OUTPUTS, journey_onnx, journey_torch
+from shopformer.train.journey.task import comparison_table
 from shopformer.train.train import run
 from tests.train.runs import compose_train
 
@@ -37,7 +37,7 @@ JOURNEY_SMALL = [
     "experiment=journey_synthetic",
     "model.dim=16",
     "datamodule.max_len=20",
-    "journey.bootstrap_resamples=200",
+    "task.bootstrap_resamples=200",
     "model.category_statistics=outcomes",  # the item table's statistics travel in the checkpoint and the ONNX
 ]
 
@@ -45,7 +45,7 @@ JOURNEY_SMALL = [
 @pytest.fixture(scope="module")
 def journey_run(tmp_path_factory, mlflow_store):
     tmp_path = tmp_path_factory.mktemp("journey")
-    cfg = compose_train(tmp_path, *JOURNEY_SMALL, "export=true", "journey.weights.next_item=0.2")
+    cfg = compose_train(tmp_path, *JOURNEY_SMALL, "export=true", "task.weights.next_item=0.2")
     return run(cfg), tmp_path
 
 

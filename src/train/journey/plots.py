@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from shopformer.data.journey import IGNORE  # noqa: E402
-from shopformer.models.journey_metrics import BINARY_HEADS, JourneyPredictions, reliability  # noqa: E402
+from shopformer.data.journey.labels import IGNORE  # noqa: E402
+from shopformer.models.journey.classification_metrics import BINARY_HEADS, JourneyPredictions, reliability  # noqa: E402
 
 CALIBRATION_PNG, ROC_PNG = "calibration.png", "roc.png"
 

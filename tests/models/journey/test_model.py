@@ -9,11 +9,10 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 
-from shopformer.data.journey import IGNORE
+from shopformer.data.journey.labels import IGNORE
 from shopformer.models.attention import TransformerEncoder
 from shopformer.models.embedding import TokenEmbedding
-from shopformer.models.journey import JourneyModel
-from shopformer.models.journey_baselines import (
+from shopformer.models.journey.baselines import (
     GradientBoostingBaseline,
     LogisticBaseline,
     MajorityBaseline,
@@ -22,8 +21,7 @@ from shopformer.models.journey_baselines import (
     SessionEvents,
     prefix_features,
 )
-from shopformer.models.journey_loss import JourneyLoss
-from shopformer.models.journey_metrics import (
+from shopformer.models.journey.classification_metrics import (
     JourneyPredictions,
     binary_metrics,
     decide,
@@ -34,6 +32,8 @@ from shopformer.models.journey_metrics import (
     roc_auc,
     tune_gamma,
 )
+from shopformer.models.journey.loss import JourneyLoss
+from shopformer.models.journey.model import JourneyModel
 from shopformer.models.losses import FullCrossEntropy
 
 N_ITEMS, N_TYPES, N_GAPS = 30, 4, 17  # types: pad, view, cart, purchase

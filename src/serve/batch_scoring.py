@@ -8,7 +8,9 @@ Two input layouts:
   seconds or datetime) and ``event_type``; events are grouped per session in time order
   (file order among equal or absent timestamps).
 
-Output columns: the session key, ``rank`` (1 = best), ``item_id`` (raw) and ``score``.
+Output columns: the session key, ``rank`` (1 = best), ``item_id`` (raw) and ``score``; or, for
+journey scores (:func:`score_journey_table`), one row per session (the "batch pattern": scores
+written for CRM systems to read).
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shopformer.serve.recommender import Recommender, Session
-from shopformer.serve.rules import RequestError
+from shopformer.errors import DataError, RequestError
+from shopformer.serve.journey import JourneyScore
+from shopformer.serve.recommender import Recommender
+from shopformer.serve.sessions import Session
 
 KEYS = ("session_id", "user_id")
 LIST_COLUMNS = {"items": "items", "event_types": "event_types", "timestamps": "timestamps"}
 LONG_COLUMNS = {"items": "item_id", "event_types": "event_type", "timestamps": "timestamp"}
 
 
-class InputError(ValueError):
+class InputError(DataError):
     """An input file that cannot be scored; the message names the file and the column."""
 
 
@@ -124,6 +128,42 @@ def score_sessions(
     return frame, report
 
 
+def score_journey_table(
+    rec: Recommender,
+    table: SessionTable,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """One row per session: the key, ``n_events``, ``unknown_items`` (count), ``p_<event type>`` per
+    class, ``next_event_type``, ``conversion``, ``abandonment`` (NaN without an open cart), ``cart_open``."""
+    classes = rec.require_journey().classes
+    rows: list[JourneyScore] = []
+    for start, batch in _batches(table, batch_size):
+        try:
+            rows += rec.journey_batch(batch)
+        except RequestError as exc:
+            row, *rest = exc.loc
+            raise RequestError((start + row, *rest), exc.message) from None
+        if progress is not None:
+            progress(len(batch))
+    nan = float("nan")
+    frame = pd.DataFrame(
+        {
+            table.key: table.ids.reset_index(drop=True),
+            "n_events": np.asarray([len(items) for items in table.items], dtype=np.int32),
+            "unknown_items": np.asarray([len(r.unknown_items) for r in rows], dtype=np.int32),
+        }
+    )
+    for c in classes:
+        frame[f"p_{c}"] = np.asarray([nan if r.event_probs is None else r.event_probs[c] for r in rows])
+    frame["next_event_type"] = pd.Series([r.next_event_type for r in rows], dtype="string")
+    frame["conversion"] = np.asarray([nan if r.conversion is None else r.conversion for r in rows])
+    frame["abandonment"] = np.asarray([nan if r.abandonment is None else r.abandonment for r in rows])
+    frame["cart_open"] = np.asarray([r.cart_open for r in rows], dtype=bool)
+    return frame
+
+
 def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write Parquet atomically (a partial file never replaces a previous result)."""
     path = Path(path)
@@ -136,7 +176,7 @@ def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike) -> None:
 def progress_bar(total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
     """(advance, close) of a tqdm bar on stderr, or of plain progress lines without tqdm."""
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional: plain progress lines without it
     except ImportError:
         done = [0]
 
@@ -152,7 +192,7 @@ def progress_bar(total: int) -> tuple[Callable[[int], None], Callable[[], None]]
 
 
 def _batches(
-    table: SessionTable, size: int, k: int, exclude_seen: bool
+    table: SessionTable, size: int, k: int = 10, exclude_seen: bool = True
 ) -> Iterator[tuple[int, list[Session]]]:
     for start in range(0, len(table), size):
         stop = min(start + size, len(table))
