@@ -162,7 +162,8 @@ def untrained_sasrec(dm):
 
 def export_to(model, dm, out: Path, cfg=None, checkpoint=None) -> Path:
     """The bundle of ``model`` (Flat index) at ``out``, via the export module."""
-    from shopformer.train.export import eval_histories, export_bundle, export_run
+    from shopformer.train.bundle_export import eval_histories, export_bundle
+    from shopformer.train.export import export_run
 
     if cfg is not None:
         return export_run(

@@ -30,7 +30,13 @@ def test_experiment_builds(experiment, tmp_path):
     model = instantiate(cfg.model, n_items=50, max_len=cfg.datamodule.max_len, **channels)
     assert type(model) is get_class(cfg.model._target_)
     instantiate(cfg.loss)
-    assert set(cfg.lit_module) >= {"_target_", "exclude_seen"} and "lr" in cfg.optimizer
+    task = instantiate(cfg.task)
+    assert task.name == ("journey" if experiment.startswith("journey") else "next_item")
+    assert callable(instantiate(cfg.lit_module)) and callable(instantiate(cfg.optimizer))
+    assert instantiate(cfg.schedule).decay_start == cfg.schedule.decay_start
+    if task.name == "next_item":  # derived from the model and the module by interpolation
+        assert cfg.datamodule.objective == get_class(cfg.model._target_).objective
+        assert cfg.datamodule.with_seen == cfg.lit_module.exclude_seen
 
 
 @pytest.mark.parametrize("data", [d for d in DATASETS if d != "csv"])

@@ -22,17 +22,16 @@ from shopformer.models.gru4rec import GRU4Rec
 from shopformer.models.sasrec import SASRec
 from shopformer.serve.bundle import MANIFEST_KEYS, BundleError, open_bundle, verify_bundle
 from shopformer.serve.index import read_index, search
+from shopformer.serve.onnx_session import onnx_session
+from shopformer.train.bundle_export import eval_histories, export_bundle
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import build_datamodule
-from shopformer.train.export import (
+from shopformer.train.export import main
+from shopformer.train.onnx_export import (
     ExportError,
     encode_onnx,
     encode_torch,
-    eval_histories,
-    export_bundle,
     export_encoder,
-    main,
-    onnx_session,
     random_histories,
 )
 from tests.train.runs import compose_train

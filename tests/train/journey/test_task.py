@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 import mlflow
 from shopformer.data.journey.datamodule import JourneyDataModule
-from shopformer.errors import DataError
+from shopformer.errors import ConfigError, DataError
 from shopformer.models.journey.model import JourneyModel
 from shopformer.serve.app import create_app
 from shopformer.serve.bundle import JOURNEY, verify_bundle
@@ -23,9 +23,10 @@ from shopformer.serve.recommender import Recommender
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule
 from shopformer.train.evaluate import evaluate
-from shopformer.train.export import export_checkpoint, random_histories
+from shopformer.train.export import export_checkpoint
 from shopformer.train.journey.export import OUTPUTS, journey_onnx, journey_torch
 from shopformer.train.journey.task import comparison_table
+from shopformer.train.onnx_export import random_histories
 from shopformer.train.train import run
 from tests.train.runs import compose_train
 
@@ -161,7 +162,7 @@ def test_served_bundle_answers_a_real_session(journey_run, restored):
 
 
 def test_eval_refuses_a_journey_checkpoint(journey_run):
-    with pytest.raises(DataError, match="journey checkpoint"):
+    with pytest.raises(ConfigError, match="journey checkpoint"):
         evaluate(journey_run[0]["checkpoint"], "test", ["all_items"], "cpu")
 
 
