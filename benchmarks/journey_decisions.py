@@ -32,9 +32,9 @@ from sklearn.metrics import f1_score
 
 from shopformer.data.journey.labels import IGNORE
 from shopformer.models.journey.classification_metrics import decide, next_event_metrics, tune_gamma
+from shopformer.train.base_module import CHANNELS
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import build_datamodule
-from shopformer.train.base_module import CHANNELS
 from shopformer.train.journey.task import fit_baseline
 
 FINE_GAMMAS = tuple(np.round(np.arange(0.0, 1.51, 0.05), 2))

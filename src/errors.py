@@ -8,7 +8,7 @@ with a stack trace. Everything else is a bug and keeps its traceback. Torch-free
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,17 +72,3 @@ def root_user_error(exc: BaseException) -> BaseException:
     while not isinstance(inner, UserError) and inner.__cause__ is not None:
         inner = inner.__cause__
     return inner if isinstance(inner, UserError) else exc
-
-
-def cli(prog: str = "error") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator form of :func:`exit_on_user_error` for entry-point functions."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            with exit_on_user_error(prog):
-                return fn(*args, **kwargs)
-
-        run.__name__, run.__doc__, run.__wrapped__ = fn.__name__, fn.__doc__, fn  # type: ignore[attr-defined]
-        return run
-
-    return wrap

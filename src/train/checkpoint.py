@@ -40,12 +40,16 @@ LEGACY_TASKS = {
     "default": ("shopformer.train.next_item.NextItemTask", "shopformer.train.module.RecommenderModule"),
 }
 LEGACY_RANKING_KEYS = ("ks", "exclude_seen", "eval_chunk_size")
+LEGACY_OPTIMIZER_KEYS = ("lr", "weight_decay", "betas")
+LEGACY_SCHEDULE_KEYS = ("warmup_steps", "cosine", "min_lr_ratio", "decay_start")
 
 
 def upgrade_config(cfg: DictConfig) -> DictConfig:
-    """A run config of commit 85a0e90 or earlier (no ``task`` / ``lit_module`` nodes, the journey
-    options under ``journey``, the ranking options under ``module``) in today's shape; a current one as is."""
-    if "task" in cfg and "lit_module" in cfg:
+    """A run config of commit 85a0e90 or earlier in today's shape; a current one as it is.
+
+    Then, there were no ``task``, ``lit_module``, ``optimizer`` and ``schedule`` nodes: the journey options
+    stood under ``journey``, the ranking, optimiser and schedule options together under ``module``."""
+    if all(node in cfg for node in ("task", "lit_module", "optimizer", "schedule")):
         return cfg
     objective = model_objective(cfg)
     task_target, module_target = LEGACY_TASKS.get(objective, LEGACY_TASKS["default"])
@@ -57,6 +61,12 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
         task = {"_target_": task_target}
         ranking = {k: legacy_module[k] for k in LEGACY_RANKING_KEYS if k in legacy_module}
         lit_module = {"_target_": module_target, "_partial_": True, **ranking}
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True}
+    optimizer.update({k: legacy_module[k] for k in LEGACY_OPTIMIZER_KEYS if k in legacy_module})
+    schedule = {"_target_": "shopformer.train.schedule.LRSchedule"}
+    schedule.update({k: legacy_module[k] for k in LEGACY_SCHEDULE_KEYS if k in legacy_module})
+    OmegaConf.update(cfg, "optimizer", cfg.get("optimizer") or optimizer, force_add=True)
+    OmegaConf.update(cfg, "schedule", cfg.get("schedule") or schedule, force_add=True)
     OmegaConf.update(cfg, "task", cfg.get("task") or task, force_add=True)
     OmegaConf.update(cfg, "lit_module", cfg.get("lit_module") or lit_module, force_add=True)
     return cfg

@@ -1,4 +1,5 @@
-"""``shopformer-eval``: evaluate a checkpoint by full ranking on a split, under both ranking protocols."""
+"""``shopformer-eval``: a checkpoint's metrics on a split, as its task defines them (next-item models: full
+ranking under both protocols, over all items and excluding the history; journey models: every head)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from shopformer.errors import ConfigError, exit_on_user_error
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from shopformer.train.config import CONF_DIR, build_datamodule, model_objective
-from shopformer.train.module import RecommenderModule
+from shopformer.train.config import CONF_DIR, build_datamodule, build_task
 
 PROTOCOLS = {"all_items": False, "exclude_seen": True}
-RANKING_OPTIONS = ("ks", "eval_chunk_size")
 
 
 def evaluate(
@@ -32,18 +31,17 @@ def evaluate(
         raise ConfigError(f"split must be 'test' or 'valid', got {split!r}")
     checkpoint = load_checkpoint(ckpt)
     cfg = checkpoint_config(checkpoint)
-    if model_objective(cfg) == "journey":
-        raise ConfigError(
-            "shopformer-eval ranks items; a journey checkpoint's metrics (and its baselines') are the test "
-            "metrics in the JSON line and MLflow run of shopformer-train"
-        )
-    OmegaConf.update(cfg, "datamodule.with_seen", "exclude_seen" in protocols, force_add=True)
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown:
+        raise ConfigError(f"unknown protocol(s) {unknown}; choose from {sorted(PROTOCOLS)}")
+    task = build_task(cfg)
+    if "with_seen" in cfg.datamodule:  # the exclude-seen ranking needs each user's whole history
+        OmegaConf.update(cfg, "datamodule.with_seen", "exclude_seen" in protocols)
     if cache_dir:
         cfg.paths.cache_dir = cache_dir
     dm = build_datamodule(cfg)
     dm.setup()
     model = restore_model(checkpoint, cfg, dm)
-    ranking = {k: v for k, v in OmegaConf.to_container(cfg.lit_module).items() if k in RANKING_OPTIONS}
     results: dict[str, Any] = {"checkpoint": str(ckpt), "split": split, "dataset": cfg.data.name}
     trainer = L.Trainer(
         accelerator=accelerator,
@@ -52,18 +50,8 @@ def evaluate(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    for protocol in protocols:
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
-        module = RecommenderModule(model, None, **ranking, exclude_seen=PROTOCOLS[protocol])
-        if split == "test":
-            trainer.test(module, datamodule=dm, verbose=False)
-            values = module.last_metrics["test"]
-        else:
-            trainer.validate(module, datamodule=dm, verbose=False)
-            values = module.last_metrics["val"]
-        results[protocol] = {k: round(v, 6) for k, v in values.items()}
-    return results
+    settings = {protocol: PROTOCOLS[protocol] for protocol in protocols}
+    return {**results, **task.evaluate_checkpoint(cfg, model, dm, trainer, split, settings)}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")

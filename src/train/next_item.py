@@ -9,15 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.data.split import TRAIN
 from shopformer.models.baselines import FittedBaseline
 from shopformer.train.base_module import TrainingModule
+from shopformer.train.module import RecommenderModule
 from shopformer.train.task import Task, lightning_module
+
+RANKING_OPTIONS = ("ks", "eval_chunk_size")  # of lit_module, used by shopformer-eval
 
 
 class NextItemTask(Task):
@@ -45,6 +49,28 @@ class NextItemTask(Task):
         self, module: TrainingModule, dm: BaseDataModule, test: dict[str, float], run_dir: Path
     ) -> dict[str, Any]:
         return {"test": {k: (v if k == "n" else round(v, 6)) for k, v in test.items()}}
+
+    def evaluate_checkpoint(
+        self,
+        cfg: DictConfig,
+        model: nn.Module,
+        dm: BaseDataModule,
+        trainer: L.Trainer,
+        split: str,
+        protocols: dict[str, bool],
+    ) -> dict[str, Any]:
+        options = OmegaConf.to_container(cfg.lit_module, resolve=True)
+        ranking = {k: v for k, v in options.items() if k in RANKING_OPTIONS}
+        results = {}
+        for protocol, exclude_seen in protocols.items():
+            module = RecommenderModule(model, None, **ranking, exclude_seen=exclude_seen)
+            if split == "test":
+                trainer.test(module, datamodule=dm, verbose=False)
+            else:
+                trainer.validate(module, datamodule=dm, verbose=False)
+            values = module.last_metrics["test" if split == "test" else "val"]
+            results[protocol] = {k: round(v, 6) for k, v in values.items()}
+        return results
 
     def bundle_metrics(self, test: dict[str, float]) -> dict[str, float]:
         # MLflow allows no '@' in metric names: ndcg@10 is test/ndcg_10 in the manifest as in MLflow.

@@ -72,6 +72,19 @@ class Task:
         """Extra files of the bundle (e.g. ``journey.onnx``)."""
         return []
 
+    def evaluate_checkpoint(
+        self,
+        cfg: DictConfig,
+        model: nn.Module,
+        dm: BaseDataModule,
+        trainer: L.Trainer,
+        split: str,
+        protocols: dict[str, bool],
+    ) -> dict[str, Any]:
+        """``shopformer-eval``: the metrics of a restored ``model`` on ``split`` (``test`` or ``valid``);
+        ``protocols``: ranking protocol name -> whether items already seen are excluded."""
+        raise NotImplementedError
+
     def sweep_value(self, summary: dict[str, Any]) -> float | None:
         """What a Hydra sweep optimises (None: nothing)."""
         return summary.get("test", {}).get(self.sweep_metric) if self.sweep_metric else None

@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from shopformer.data.journey.labels import IGNORE  # noqa: E402
-from shopformer.models.journey.classification_metrics import BINARY_HEADS, JourneyPredictions, reliability  # noqa: E402
+from shopformer.data.journey.labels import IGNORE
+from shopformer.models.journey.classification_metrics import BINARY_HEADS, JourneyPredictions, reliability
 
 CALIBRATION_PNG, ROC_PNG = "calibration.png", "roc.png"
 

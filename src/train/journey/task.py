@@ -76,11 +76,7 @@ class JourneyTask(Task):
             raise ConfigError("the journey model reads event types: set features.event_types=true")
 
     def prepare(self, cfg: DictConfig, model: nn.Module, dm: BaseDataModule) -> bool:
-        if not isinstance(dm, JourneyDataModule):
-            raise ConfigError(
-                "the journey task needs the journey datamodule (datamodule._target_="
-                "shopformer.data.journey.datamodule.JourneyDataModule); see conf/experiment/journey_*.yaml"
-            )
+        check_datamodule(dm)
         model.set_known_items(dm.train_item_counts())
         if model.categories is not None:
             model.set_item_categories(dm.item_categories(model.categories.num_embeddings))
@@ -127,6 +123,21 @@ class JourneyTask(Task):
         if "baselines" in summary:
             log_journey(logger, dm, summary, [Path(p) for p in summary["plots"]])
 
+    def evaluate_checkpoint(
+        self,
+        cfg: DictConfig,
+        model: nn.Module,
+        dm: BaseDataModule,
+        trainer: L.Trainer,
+        split: str,
+        protocols: dict[str, bool],
+    ) -> dict[str, Any]:
+        """Every head on ``split`` (validation first: it picks the next-event decision rule)."""
+        check_datamodule(dm)  # the model's item tables came with its weights
+        module = self.build_module(cfg, model, dm, trainable=False)
+        test = self.evaluate(trainer, module, dm, None)
+        return {"heads": rounded(test if split == "test" else module.last_metrics["val"])}
+
     def bundle_metrics(self, test: dict[str, float]) -> dict[str, float]:
         return {
             f"test/{k}": v
@@ -138,6 +149,15 @@ class JourneyTask(Task):
         self, model: nn.Module, dm: BaseDataModule, histories: dict[str, np.ndarray], opset: int | None
     ) -> list[BundleExport]:
         return [journey_exporter(model, histories, dm.data.event_vocab, dm.max_len, opset, dm)]
+
+
+def check_datamodule(dm: BaseDataModule) -> None:
+    """Refuse a datamodule that serves no journey labels."""
+    if not isinstance(dm, JourneyDataModule):
+        raise ConfigError(
+            "the journey task needs the journey datamodule (datamodule._target_="
+            "shopformer.data.journey.datamodule.JourneyDataModule); see conf/experiment/journey_*.yaml"
+        )
 
 
 def score_baseline(

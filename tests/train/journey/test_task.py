@@ -15,7 +15,6 @@ from hydra import compose, initialize_config_dir
 
 import mlflow
 from shopformer.data.journey.datamodule import JourneyDataModule
-from shopformer.errors import ConfigError, DataError
 from shopformer.models.journey.model import JourneyModel
 from shopformer.serve.app import create_app
 from shopformer.serve.bundle import JOURNEY, verify_bundle
@@ -161,9 +160,11 @@ def test_served_bundle_answers_a_real_session(journey_run, restored):
     assert client.post("/journey", json={**session, "timestamps": None}).status_code == 422
 
 
-def test_eval_refuses_a_journey_checkpoint(journey_run):
-    with pytest.raises(ConfigError, match="journey checkpoint"):
-        evaluate(journey_run[0]["checkpoint"], "test", ["all_items"], "cpu")
+def test_eval_of_a_journey_checkpoint_gives_the_runs_own_test_metrics(journey_run):
+    summary, run_dir = journey_run
+    result = evaluate(summary["checkpoint"], "test", ["all_items"], "cpu", str(run_dir / "cache"))
+    for key in ("conversion_roc_auc", "next_event_macro_f1", "abandonment_roc_auc", "next_event_log_loss"):
+        assert result["heads"][key] == pytest.approx(summary["test"][key], abs=1e-6)
 
 
 @pytest.mark.slow
