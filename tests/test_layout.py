@@ -161,3 +161,8 @@ def test_data_modules_used_by_serving_import_no_torch():
         if imported.split(".")[0] in NO_TORCH
     )
     assert not torchy, torchy
+
+
+def test_every_module_is_under_400_lines():
+    long = {str(p.relative_to(SRC)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) >= 400}
+    assert not long, long

@@ -26,6 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from shopformer.data.synthetic_sampling import (
+    CategorySampler,
+    calibrated_bias,
+    log_odds,
+    sigmoid,
+    start_timestamp,
+    successor_graph,
+)
+
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
 ITEM_ID_OFFSET = 100_000
 USER_ID_OFFSET = 1
@@ -39,7 +48,6 @@ _MAX_BETWEEN_GAP_S = 60 * 86400
 _FIRST_SESSION_SPREAD_S = 30 * 86400
 _REVISIT_PROB = 0.08
 _REVISIT_CART_PROB = 0.5
-_SAME_CATEGORY_SUCCESSOR_PROB = 0.8
 _SUCCESSOR_DECAY = 0.6
 _PURCHASE_ITEM_PROB = 0.8
 # journey_signal effects (per unit of signal): purchase-logit weights and checkout re-view rates
@@ -108,87 +116,6 @@ class SyntheticConfig:
                 raise ValueError(f"{name} must be in (0, 1)")
 
 
-class _CategorySampler:
-    """Draws items proportionally to `weights`, restricted to a given category per draw."""
-
-    def __init__(self, weights: np.ndarray, category: np.ndarray, n_categories: int) -> None:
-        self.order = np.argsort(category, kind="stable")
-        self.cum = np.cumsum(weights[self.order])
-        counts = np.bincount(category, minlength=n_categories)
-        self.end = np.cumsum(counts)
-        self.start = self.end - counts
-        self.before = np.concatenate(([0.0], self.cum))[self.start]
-        self.total = self.cum[self.end - 1] - self.before
-
-    def sample(self, categories: np.ndarray, u: np.ndarray) -> np.ndarray:
-        v = self.before[categories] + u * self.total[categories]
-        idx = np.searchsorted(self.cum, v, side="right")
-        # float rounding can land one past the category's last item
-        idx = np.clip(idx, self.start[categories], self.end[categories] - 1)
-        return self.order[idx]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _logit(p: float) -> float:
-    return float(np.log(p / (1.0 - p)))
-
-
-def _calibrated_bias(signal: np.ndarray, rate: float) -> float:
-    """Intercept b with mean(sigmoid(b + signal)) == rate (bisection; monotone in b)."""
-    if signal.size == 0:
-        return _logit(rate)
-    lo, hi = -30.0, 30.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if _sigmoid(mid + signal).mean() < rate:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def _start_timestamp(start: str) -> int:
-    ts = pd.Timestamp(start)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.timestamp())
-
-
-def _successor_graph(
-    rng: np.random.Generator,
-    category: np.ndarray,
-    in_category: _CategorySampler,
-    overall: _CategorySampler,
-    n_successors: int,
-) -> np.ndarray:
-    """(n_items, n_successors) successor table: distinct, never the item itself."""
-    n_items = category.size
-    succ = np.full((n_items, n_successors), -1, dtype=np.int64)
-    for j in range(n_successors):
-        todo = np.arange(n_items)
-        attempt = 0
-        while todo.size:
-            m = todo.size
-            if attempt < 10:
-                same = rng.random(m) < _SAME_CATEGORY_SUCCESSOR_PROB
-                cand = np.where(
-                    same,
-                    in_category.sample(category[todo], rng.random(m)),
-                    overall.sample(np.zeros(m, dtype=np.int64), rng.random(m)),
-                )
-            elif attempt < 50:
-                cand = overall.sample(np.zeros(m, dtype=np.int64), rng.random(m))
-            else:
-                cand = rng.integers(0, n_items, m)
-            bad = (cand == todo) | (succ[todo, :j] == cand[:, None]).any(axis=1)
-            succ[todo[~bad], j] = cand[~bad]
-            todo = todo[bad]
-            attempt += 1
-    return succ
-
-
 def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (events, items).
 
@@ -212,11 +139,11 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     rel_price = np.log(price) - cat_level[category]
     in_stock = rng.random(n_items) < cfg.in_stock_rate
 
-    by_popularity = _CategorySampler(popularity, category, n_cat)
-    overall = _CategorySampler(popularity, np.zeros(n_items, dtype=np.int64), 1)
+    by_popularity = CategorySampler(popularity, category, n_cat)
+    overall = CategorySampler(popularity, np.zeros(n_items, dtype=np.int64), 1)
     # a flatter weighting makes successor sets item-specific rather than "top of category"
-    by_affinity = _CategorySampler(np.sqrt(popularity), category, n_cat)
-    succ = _successor_graph(rng, category, by_affinity, overall, cfg.n_successors)
+    by_affinity = CategorySampler(np.sqrt(popularity), category, n_cat)
+    succ = successor_graph(rng, category, by_affinity, overall, cfg.n_successors)
     succ_cum = np.cumsum(_SUCCESSOR_DECAY ** np.arange(cfg.n_successors))
     succ_cum /= succ_cum[-1]
 
@@ -248,7 +175,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     carts = np.zeros((n_sess, max_len), dtype=bool)
     last_cart = np.full(n_sess, -1, dtype=np.int64)
     hesitated = np.zeros(n_sess, dtype=bool)
-    cart_base = _logit(cfg.cart_rate)
+    cart_base = log_odds(cfg.cart_rate)
     revisit_prob = min(_REVISIT_PROB, 1.0 - cfg.follow_prob)
     # with journey_signal, intent shows in the items viewed and revisited more than in the carts
     cart_intent = 0.5 / (1.0 + cfg.journey_signal)
@@ -265,7 +192,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
             other = by_popularity.sample(cats, rng.random(users.size))
             cheaper = np.where(rel_price[other] < rel_price[item], other, item)
             dearer = np.where(rel_price[other] < rel_price[item], item, other)
-            keep_cheap = rng.random(users.size) < _sigmoid(cfg.journey_signal * _J_BARGAIN * intent)
+            keep_cheap = rng.random(users.size) < sigmoid(cfg.journey_signal * _J_BARGAIN * intent)
             item = np.where(keep_cheap, cheaper, dearer)
         return item
 
@@ -300,7 +227,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
             already = (eq & carts[:m, :t]).any(axis=1)
         views[:m, t] = item
         logit = cart_base + u_cart[users] + cart_intent * s_intent[:m] - 0.8 * rel_price[item] + 1.0 * seen
-        cart = in_stock[item] & ~already & (rng.random(m) < _sigmoid(logit))
+        cart = in_stock[item] & ~already & (rng.random(m) < sigmoid(logit))
         carts[:m, t] = cart
         hesitated[:m] |= already
         last_cart[:m] = np.where(cart, item, last_cart[:m])
@@ -326,8 +253,8 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     if js > 0:
         signal = signal + js * (_J_INTENT * intent + _J_HESITATED * hesitated - _J_PRICE * mean_rel)
     has_cart = n_carts > 0
-    bias = _calibrated_bias(signal[has_cart], cfg.purchase_rate)
-    convert = has_cart & (rng.random(n_sess) < _sigmoid(bias + signal))
+    bias = calibrated_bias(signal[has_cart], cfg.purchase_rate)
+    convert = has_cart & (rng.random(n_sess) < sigmoid(bias + signal))
     pick = convert[c_sess] & (rng.random(c_sess.size) < _PURCHASE_ITEM_PROB)
     c_first = np.ones(c_sess.size, dtype=bool)
     c_first[1:] = c_sess[1:] != c_sess[:-1]
@@ -393,7 +320,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     user_first = np.cumsum(n_sessions) - n_sessions
     user_base = rng.integers(0, _FIRST_SESSION_SPREAD_S, n_users)
     sess_start = user_base[sess_user] + before - before[user_first][sess_user]
-    timestamp = _start_timestamp(cfg.start) + sess_start[e_sess] + offset
+    timestamp = start_timestamp(cfg.start) + sess_start[e_sess] + offset
 
     events = pd.DataFrame(
         {
