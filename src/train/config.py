@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 
 from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.data.store import DatasetSpec
+from shopformer.errors import ConfigError
 
 CONF_DIR = Path(os.environ.get("SHOPFORMER_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
@@ -64,6 +66,20 @@ def build_model(cfg: DictConfig, dm) -> nn.Module:
 def build_task(cfg: DictConfig) -> Any:
     """The task object of ``cfg.task`` (``conf/task/``)."""
     return instantiate(cfg.task, _convert_="all")
+
+
+def check_options(node: DictConfig, name: str) -> None:
+    """Refuse keys of a ``_partial_`` config node that its class does not take, naming them (Hydra
+    reports those only when the partial is called, as a bare TypeError)."""
+    target = get_class(node._target_)
+    accepted = set(inspect.signature(target).parameters)
+    unknown = sorted(set(node) - accepted - {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
+    if unknown:
+        options = ", ".join(sorted(accepted - {"self"}))
+        raise ConfigError(
+            f"{name}.{unknown[0]}: {target.__name__} takes no option {unknown[0]!r}"
+            f"{f' (nor {unknown[1:]})' if unknown[1:] else ''}; it takes: {options}"
+        )
 
 
 def flat(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.train.base_module import TrainingModule
+from shopformer.train.config import check_options
 
 # Writes optional files into the bundle directory being staged; returns their manifest entries.
 BundleExport = Callable[[Path], dict[str, Any]]
@@ -94,6 +95,7 @@ def lightning_module(
     cfg: DictConfig, model: nn.Module, loss: nn.Module | None, **extra: Any
 ) -> TrainingModule:
     """``cfg.lit_module`` (a partial) called with model, loss, ``cfg.optimizer`` and ``cfg.schedule``."""
+    check_options(cfg.lit_module, "lit_module")
     make = instantiate(cfg.lit_module, _convert_="all")
     optimizer = instantiate(cfg.optimizer, _convert_="all")
     schedule = instantiate(cfg.schedule) if cfg.get("schedule") else None

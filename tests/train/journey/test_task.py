@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 
 import mlflow
 from shopformer.data.journey.datamodule import JourneyDataModule
+from shopformer.errors import ConfigError
 from shopformer.models.journey.model import JourneyModel
 from shopformer.serve.app import create_app
 from shopformer.serve.bundle import JOURNEY, verify_bundle
@@ -223,3 +224,14 @@ def test_taobao_bundle_answers_a_real_taobao_session(tmp_path):
     assert answer["unknown_items"] == [] and 0 < answer["conversion"] < 1
     bad = client.post("/journey", json={**body, "event_types": ["pv"] * len(body["items"])})
     assert bad.status_code == 422 and "event_types" in bad.json()["detail"][0]["loc"]
+
+
+def test_a_ranking_option_is_refused_for_a_journey_run_naming_the_key(tmp_path):
+    """Ranking options belong to the recommenders' module: the journey run says so, never drops them."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="exclude_seen"):
+        compose_train(tmp_path, *JOURNEY_SMALL, "lit_module.exclude_seen=true")
+    cfg = compose_train(tmp_path, *JOURNEY_SMALL, "+lit_module.ks=[5]", "logger=none")
+    with pytest.raises(ConfigError, match=r"lit_module\.ks: JourneyModule takes no option 'ks'"):
+        run(cfg)
