@@ -1,11 +1,12 @@
 """Full-ranking evaluation in torch: every query is ranked against the whole catalogue, chunk by chunk.
 
 The tie rule and the metric definitions are those of the NumPy reference in
-:mod:`shopformer.models.ranking`: every other item whose score is ``>=`` the target's ranks above it, and
-column 0 (the padding id) never counts. Scores are ``q @ E[i]`` computed in float32 whatever the input
-dtype. Ranks are exact given the float32 scores; note only that BLAS may round a dot product differently
-(last bit) depending on the chunk's shape, so a *near-exact* tie can resolve differently from a single
-full ``q @ E.T``. The target's own column is excluded by index, so it never counts against itself.
+:mod:`shopformer.models.ranking_reference`: every other item whose score is ``>=`` the target's ranks
+above it, and column 0 (the padding id) never counts. Scores are ``q @ E[i]`` computed in float32
+whatever the input dtype. Ranks are exact given the float32 scores; note only that BLAS may round a dot
+product differently (last bit) depending on the chunk's shape, so a *near-exact* tie can resolve
+differently from a single full ``q @ E.T``. The target's own column is excluded by index, so it never
+counts against itself.
 
 Exclusion of already-seen items (``exclude_seen=True`` / ``seen=`` given): items listed in a user's
 ``seen`` row are removed from that user's ranking (they neither count above the target nor appear in the

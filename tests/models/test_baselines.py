@@ -11,7 +11,7 @@ from shopformer.data.sources import SyntheticSource
 from shopformer.data.split import TRAIN
 from shopformer.data.store import DatasetSpec
 from shopformer.models.baselines import MostPopular, Transition
-from shopformer.models.ranking import ranking_metrics, target_ranks
+from shopformer.models.ranking_reference import ranking_metrics, target_ranks
 
 
 def test_ranks_by_hand():

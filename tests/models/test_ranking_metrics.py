@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from shopformer.models.ranking import ranking_metrics, target_ranks
 from shopformer.models.ranking_metrics import FullRankingMetrics, ranks_against_catalogue
+from shopformer.models.ranking_reference import ranking_metrics, target_ranks
 
 FLOAT_KEYS = ("ndcg", "mrr")
 
