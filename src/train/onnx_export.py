@@ -46,17 +46,18 @@ class EncoderExport:
     seconds: float
 
 
-class EncoderGraph(nn.Module):
-    """``forward(...) = model.encode(...)``: the function the ONNX graph computes."""
+class MethodGraph(nn.Module):
+    """``forward(...) = model.<method>(...)``: the function an ONNX graph computes (``encode`` for the
+    encoder, ``journey`` for the journey heads), over the encoder's token channels."""
 
-    def __init__(self, model: SequenceRecommender) -> None:
+    def __init__(self, model: SequenceRecommender, method: str = "encode") -> None:
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
     def forward(
         self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
-    ) -> Tensor:
-        return self.model.encode(item_ids, event_types, gap_buckets)
+    ) -> Tensor | tuple[Tensor, ...]:
+        return getattr(self.model, self.method)(item_ids, event_types, gap_buckets)
 
 
 def encoder_inputs(model: SequenceRecommender) -> list[str]:
@@ -105,7 +106,7 @@ def export_encoder(
     """``model.encode`` (or ``graph``, a module over the same inputs with ``outputs``) as ONNX with
     dynamic batch and sequence length (1.. or 2..``max_len``)."""
     inputs = encoder_inputs(model)
-    graph = (graph or EncoderGraph(model.eval())).eval()
+    graph = (graph or MethodGraph(model.eval())).eval()
     started = time.perf_counter()
     errors = []
     for min_len in (1, 2):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor, nn
 
 from shopformer.models.journey.model import JourneyModel
 from shopformer.serve.bundle import JOURNEY
@@ -21,6 +20,7 @@ from shopformer.serve.onnx_session import onnx_session
 from shopformer.train.onnx_export import (
     ITEM_IDS,
     ExportError,
+    MethodGraph,
     encoder_inputs,
     export_encoder,
     parity,
@@ -30,19 +30,6 @@ from shopformer.train.onnx_export import (
 )
 
 OUTPUTS = ("event_probs", "conversion", "abandonment")
-
-
-class JourneyGraph(nn.Module):
-    """``forward(...) = model.journey(...)``: the function ``journey.onnx`` computes."""
-
-    def __init__(self, model: JourneyModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        return self.model.journey(item_ids, event_types, gap_buckets)
 
 
 def journey_onnx(session, histories: dict[str, np.ndarray], min_len: int = 1) -> list[np.ndarray]:
@@ -71,7 +58,8 @@ def export_journey(
             f"the event vocabulary has {len(event_vocab) - 1} types, "
             f"the journey model {model.n_event_classes}"
         )
-    exported = export_encoder(model, directory / JOURNEY, max_len, opset, JourneyGraph(model), OUTPUTS)
+    graph = MethodGraph(model, "journey")
+    exported = export_encoder(model, directory / JOURNEY, max_len, opset, graph, OUTPUTS)
     real = bool(histories) and len(histories.get(ITEM_IDS, ())) > 0
     if real:
         histories = {
