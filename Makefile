@@ -1,15 +1,16 @@
 # Two commands: `make demo` trains SASRec on the synthetic data, exports it and queries the HTTP
 # service on it; `make test` runs the tests.
-# Both create .venv and install the project into it when needed (again when pyproject.toml changes).
+# Both create .venv and install the project into it when needed (again when pyproject.toml or
+# constraints.txt changes), with the exact versions of constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

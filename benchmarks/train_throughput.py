@@ -39,11 +39,11 @@ class MaterialisedCrossEntropy(NextItemLoss):
         return F.cross_entropy(logits.float(), targets)
 
 
-def datamodule(optimised: bool) -> SequenceDataModule:
+def datamodule(optimised: bool, spec: DatasetSpec | None = None, max_len: int = 200) -> SequenceDataModule:
     dm = SequenceDataModule(
-        DatasetSpec("ml1m", SasrecTxtSource()),
+        spec or DatasetSpec("ml1m", SasrecTxtSource()),
         cache_dir=os.environ.get("SHOPFORMER_CACHE", ".cache/shopformer"),
-        max_len=200,
+        max_len=max_len,
         batch_size=128,
         eval_batch_size=512,
         trim_batches=optimised,
@@ -53,14 +53,27 @@ def datamodule(optimised: bool) -> SequenceDataModule:
     return dm
 
 
-def measure(name: str, optimised: bool, precision: str, epochs: int) -> dict:
+def measure(
+    name: str,
+    optimised: bool,
+    precision: str,
+    epochs: int,
+    accelerator: str = "cpu",
+    compile: bool = False,
+    spec: DatasetSpec | None = None,
+    max_len: int = 200,
+) -> dict:
+    """One variant's training and evaluation speed (``spec``: another dataset, for dry runs)."""
     L.seed_everything(0, verbose=False)
-    dm = datamodule(optimised)
-    model = SASRec(dm.n_items, dim=64, max_len=200, n_blocks=2, heads=1, dropout=0.2)
+    dm = datamodule(optimised, spec, max_len)
+    model = SASRec(dm.n_items, dim=64, max_len=max_len, n_blocks=2, heads=1, dropout=0.2)
+    if compile:
+        model = torch.compile(model)
     loss = FullCrossEntropy() if optimised else MaterialisedCrossEntropy()
     module = RecommenderModule(model, loss)  # AdamW, lr 1e-3 (default_optimizer)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         max_epochs=epochs,
         precision=precision,
         logger=False,
@@ -75,7 +88,8 @@ def measure(name: str, optimised: bool, precision: str, epochs: int) -> dict:
     train_seconds = (time.perf_counter() - started) / epochs
     positions = sum(int((b["targets"] > 0).sum()) for b in dm.train_dataloader())
     eval_trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         precision=precision,
         logger=False,
         enable_progress_bar=False,
@@ -94,19 +108,41 @@ def measure(name: str, optimised: bool, precision: str, epochs: int) -> dict:
     }
 
 
+def machine() -> str:
+    """The processor (and GPU) the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (
+        f"machine: {cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--accelerator", default="cpu", help="cpu | gpu")
+    parser.add_argument("--compile", action="store_true", help="also a torch.compile'd bf16 variant")
     args = parser.parse_args()
-    variants = [("shopformer", True, "32-true"), ("shopformer + bf16 autocast", True, "bf16-mixed")]
+    variants = [
+        ("shopformer", True, "32-true", False),
+        ("shopformer + bf16 autocast", True, "bf16-mixed", False),
+    ]
+    if args.compile:
+        variants.append(("shopformer + bf16 + torch.compile", True, "bf16-mixed", True))
     if not args.skip_naive:
-        variants.insert(0, ("naive (padded, materialised logits)", False, "32-true"))
-    rows = [measure(name, opt, precision, args.epochs) for name, opt, precision in variants]
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}; epochs per variant: {args.epochs}"
-    )
+        variants.insert(0, ("naive (padded, materialised logits)", False, "32-true", False))
+    rows = [
+        measure(name, opt, precision, args.epochs, args.accelerator, compiled)
+        for name, opt, precision, compiled in variants
+    ]
+    print(f"{machine()}; {time.strftime('%Y-%m-%d')}; epochs per variant: {args.epochs}")
     print("| variant | s / epoch | train seq/s | train positions/s | eval seq/s | val NDCG@10 after |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
@@ -46,3 +48,50 @@ def detach_weight_averaging(trainer: L.Trainer) -> None:
     the raw weights (``current_model_state``) into the module for ``trainer.test``.
     """
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+
+
+class TimeToTarget(L.Callback):
+    """Records the wall time (seconds since fitting began) and epoch at which ``monitor`` first reaches
+    ``target`` (``mode`` max: >=, min: <=); with ``stop``, training ends there. ``reached_s`` and
+    ``reached_epoch`` stay None until then; with ``report``, they are written there as JSON when
+    training ends (``benchmarks/gpu/check.py`` reads them)."""
+
+    def __init__(
+        self,
+        monitor: str = "val/ndcg_10",
+        target: float = 0.18,
+        mode: str = "max",
+        stop: bool = False,
+        report: str | None = None,
+    ):
+        self.monitor, self.target, self.mode, self.stop = monitor, float(target), mode, stop
+        self.report = report
+        self.reached_s: float | None = None
+        self.reached_epoch: int | None = None
+        self.best: float | None = None
+        self._started = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epoch's validation ran before this hook (its metrics are logged by then).
+        if self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        better = max if self.mode == "max" else min
+        self.best = value if self.best is None else better(self.best, value)
+        hit = value >= self.target if self.mode == "max" else value <= self.target
+        if hit and self.reached_s is None:
+            self.reached_s, self.reached_epoch = (
+                time.perf_counter() - self._started,
+                trainer.current_epoch + 1,
+            )
+            if self.stop:
+                trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.report and trainer.is_global_zero:
+            facts = {"monitor": self.monitor, "target": self.target, "best": self.best}
+            facts |= {"reached_s": self.reached_s, "reached_epoch": self.reached_epoch}
+            Path(self.report).write_text(json.dumps(facts) + "\n")
