@@ -47,7 +47,10 @@ class TrainingModule(L.LightningModule):
         self.shopformer_git_commit: str | None = None
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        self.attach_data(getattr(self.trainer, "datamodule", None))
+
+    def attach_data(self, datamodule) -> None:
+        """Give the loss the training item counts (popularity negatives, logQ correction)."""
         if self.loss is not None and datamodule is not None and hasattr(datamodule, "train_item_counts"):
             self.loss.set_item_counts(torch.as_tensor(datamodule.train_item_counts(), dtype=torch.float32))
 

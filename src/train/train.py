@@ -20,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from shopformer.errors import exit_on_user_error
 from shopformer.serve.index import check_index_spec
+from shopformer.train.base_module import TrainingModule
 from shopformer.train.callbacks import detach_weight_averaging
 from shopformer.train.config import CONF_DIR, build_datamodule, build_model, build_task, flat
 from shopformer.train.export import export_and_publish
+from shopformer.train.precision import AUTO, FP32, PrecisionChoice, resolve_precision
 from shopformer.train.task import Task
 from shopformer.train.tracking import git_commit, log_run_facts
 
@@ -48,9 +50,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     module.shopformer_git_commit = commit
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = _trainer(cfg, logger, trainable)
+    precision = _precision(cfg, module, dm, trainable)
+    trainer = _trainer(cfg, logger, trainable, precision.chosen)
     if logger:
-        logger.log_hyperparams(flat(module.shopformer_config))
+        logger.log_hyperparams({**flat(module.shopformer_config), "precision_chosen": precision.chosen})
     if trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
         detach_weight_averaging(trainer)
@@ -67,6 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         **task.report(module, dm, test, run_dir),
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
+        "precision": precision.chosen,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
     if logger:
@@ -77,12 +81,26 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     return summary
 
 
-def _trainer(cfg: DictConfig, logger: Any, trainable: bool) -> L.Trainer:
+def _precision(cfg: DictConfig, module: TrainingModule, dm: Any, trainable: bool) -> PrecisionChoice:
+    """``trainer.precision``, with ``auto`` (the CPU default) resolved by timing a few steps."""
+    configured = str(cfg.trainer.get("precision", FP32))
+    if configured != AUTO:
+        return PrecisionChoice(configured, reason="as configured")
+    if not trainable:
+        return PrecisionChoice(FP32, reason="nothing to train")
+    module.attach_data(dm)
+    processes = int(cfg.trainer.get("devices") or 1) * int(cfg.trainer.get("num_nodes") or 1)
+    choice = resolve_precision(AUTO, str(cfg.trainer.accelerator), module, dm.train_dataloader(), processes)
+    print(f"precision auto: {choice.chosen} ({choice.reason})", flush=True)
+    return choice
+
+
+def _trainer(cfg: DictConfig, logger: Any, trainable: bool, precision: str) -> L.Trainer:
     """``cfg.trainer`` with ``cfg.callbacks`` (none for a model that does not train)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if trainable else []
     if not logger:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, precision=precision)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
