@@ -51,7 +51,7 @@ def resolve_precision(
     return probe(module, batches)
 
 
-def probe(module, batches: Iterable[dict[str, Tensor]], steps: int = 3) -> PrecisionChoice:
+def probe(module, batches: Iterable[dict[str, Tensor]], steps: int = 5) -> PrecisionChoice:
     """Median milliseconds per forward + backward of ``module.training_step`` in each precision."""
     state = _random_state()  # before the loader draws its shuffle
     batches = list(islice(iter(batches), steps + 1))
