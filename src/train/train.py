@@ -63,7 +63,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return None  # rank 0 reports for the whole DDP job
     if not ckpt:
         ckpt = f"{trainer.default_root_dir}/checkpoints/last.ckpt"
-        trainer.save_checkpoint(ckpt)
+        # weights_only=False: the whole checkpoint (Lightning asks, and says so in a log line, when it
+        # is not given). It is about what is saved; loading is always weights_only=True (checkpoint.py).
+        trainer.save_checkpoint(ckpt, weights_only=False)
     run_dir = Path(trainer.default_root_dir)
     summary = {
         "run_id": getattr(logger, "run_id", None) if logger else None,
