@@ -205,6 +205,7 @@ def _recommend(args: dict[str, Any]) -> None:
 
 
 def _journey_scores(rec, table, args: dict[str, Any]) -> None:
+    rec.require_journey()  # a bundle without journey.onnx: one line, before any work
     started = time.perf_counter()
     advance, close = progress_bar(len(table))
     try:

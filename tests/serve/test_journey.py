@@ -251,3 +251,16 @@ def test_batch_error_names_the_session(scored, tmp_path, capsys):
 def test_request_errors_are_request_errors(scored):
     with pytest.raises(RequestError):
         scored[2].journey_batch([{"items": [1003], "event_types": ["view", "view"]}])
+
+
+def test_batch_journey_scores_of_a_bundle_without_journey_model_are_a_one_line_error(
+    journey_bundle, session, tmp_path, capsys
+):
+    rows = [{"session_id": "s", "item_id": i, "event_type": "view", "timestamp": 0} for i in session["items"]]
+    pd.DataFrame(rows).to_parquet(tmp_path / "events.parquet")
+    events, out = tmp_path / "events.parquet", tmp_path / "o"
+    args = [f"bundle={journey_bundle.path}", f"input={events}", f"output={out}"]
+    assert recommend_main(["task=journey", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no journey model (journey.onnx)" in err[0]
+    assert not out.exists()
