@@ -56,6 +56,15 @@ def ranks_against_catalogue(
     Top-K slots that no rankable item fills (``k_max`` larger than the catalogue left after exclusion) hold
     the padding id 0. Ties at the K-th place are broken arbitrarily (``torch.topk``); ranks are exact.
     """
+    # Scores stay float32 under an autocast region too (Lightning's bf16-mixed evaluation): ranks are
+    # compared exactly, and the seen-item fill below is float32.
+    with torch.autocast(queries.device.type, enabled=False):
+        return _ranks_in_float32(queries, items, targets, seen, chunk_size, k_max)
+
+
+def _ranks_in_float32(
+    queries: Tensor, items: Tensor, targets: Tensor, seen: Tensor | None, chunk_size: int, k_max: int
+) -> tuple[Tensor, Tensor]:
     if queries.dim() != 2 or items.dim() != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"need queries [B, D] and items [n_items, D], got {queries.shape}, {items.shape}")
     if targets.shape != (queries.shape[0],):

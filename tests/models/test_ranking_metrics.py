@@ -298,3 +298,17 @@ def test_cuda_matches_cpu():
     c, g = cpu.compute(), gpu.compute()
     for key in (key for key in c if not key.startswith("coverage")):  # dyadic ties: top-K sets may differ
         assert g[key] == pytest.approx(c[key], rel=1e-12), key
+
+
+def test_ranks_are_float32_inside_a_bf16_autocast_region():
+    """Lightning's bf16-mixed evaluation runs under autocast: ranks (seen items excluded) stay exact."""
+    gen = torch.Generator().manual_seed(3)
+    n_items, b = 400, 32
+    q, items = torch.randn(b, 16, generator=gen), torch.randn(n_items, 16, generator=gen)
+    targets = torch.randint(1, n_items, (b,), generator=gen)
+    seen = random_seen(gen, targets, n_items, 10)
+    want = ranks_against_catalogue(q, items, targets, seen, chunk_size=97, k_max=10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ranks_against_catalogue(q, items, targets, seen, chunk_size=97, k_max=10)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
