@@ -102,8 +102,11 @@ def train_to_quality(ctx: Context) -> dict[str, Any]:
 
     run_dir = ctx.work / "sasrec"
     if ctx.dry_run:
+        # The GPU recipe's options at tiny size: bf16 autocast, seen items excluded, sliding windows.
         recipe = ["data.source.n_users=200", "data.source.n_items=100", "datamodule.max_len=20",
-                  "model.dim=16", "trainer=cpu", "trainer.max_epochs=2"]  # fmt: skip
+                  "model.dim=16", "trainer=cpu", "trainer.max_epochs=2", "trainer.precision=bf16-mixed",
+                  "lit_module.exclude_seen=true", "datamodule.train_windows=sliding",
+                  "datamodule.length_bucketing=true"]  # fmt: skip
     else:
         recipe = ["experiment=sasrec_ml1m", "trainer=gpu", "+trainer.max_time=00:00:03:30",
                   "callbacks.early_stopping.patience=8", "threads=4"]  # fmt: skip
