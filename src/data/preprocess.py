@@ -2,7 +2,9 @@
 
 All steps are column operations on one table (pandas today), so that the same
 steps can move to DuckDB / Polars / Spark when the log outgrows memory.
-Every dropped row is counted in the returned report.
+Every dropped row is counted in the returned report: ``rows in source`` (what the source read) =
+``events kept`` + every ``dropped...`` count (see :func:`unaccounted_rows`). Rows without a user id
+(anonymous sessions) are keyed through their session; the report says how many.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from shopformer.data.schema import (
     EVENT_TYPE,
     ITEM_ID,
+    ORDER,
     SESSION_ID,
     TIMESTAMP,
     USER_ID,
@@ -64,7 +67,7 @@ def preprocess(table: EventTable, config: PreprocessConfig, sequence_key: str = 
     if sequence_key not in SEQUENCE_KEYS:
         raise DataError(f"data.sequence_key must be one of {SEQUENCE_KEYS}, got {sequence_key!r}")
     df = table.events.copy()
-    report: dict[str, int] = {"rows read": len(df)}
+    report: dict[str, int] = {"rows in source": len(df) + sum(table.dropped.values()), "rows read": len(df)}
     for reason, count in table.dropped.items():
         report[f"dropped at source: {reason}"] = count
     df["_row"] = np.arange(len(df), dtype=np.int64)
@@ -78,9 +81,13 @@ def preprocess(table: EventTable, config: PreprocessConfig, sequence_key: str = 
                 f"{table.origin}: no events left after keep_event_types={config.keep_event_types}"
             )
 
-    df = _attach_sessions(df, table, config, sequence_key)
-    key = "_session" if sequence_key == "session" else USER_ID
-    df = df.sort_values([key, TIMESTAMP, "_row"], kind="stable", ignore_index=True)
+    df = _attach_sessions(df, table, config, sequence_key, report)
+    key = "_session" if sequence_key == "session" else "_user"
+    if key == "_user":
+        df = _user_keys(df, report)
+    # An order column breaks ties in time (day-only dates): within one session, by that order.
+    ties = ["_session", ORDER] if ORDER in df.columns else []
+    df = df.sort_values([key, TIMESTAMP, *ties, "_row"], kind="stable", ignore_index=True)
 
     if config.dedupe_consecutive:
         # Within a session only: the same item again in a later visit is a revisit, not a repeat.
@@ -117,37 +124,90 @@ def preprocess(table: EventTable, config: PreprocessConfig, sequence_key: str = 
     # factorize(sort=True) numbers sequences in key order, and df is sorted by key.
     keys = pd.DataFrame({"seq": np.arange(len(seq_uniques), dtype=np.int32), "key": seq_uniques})
     if USER_ID in df.columns and sequence_key == "session":
-        keys["user_id"] = df.groupby(seq_codes, sort=True)[USER_ID].first().to_numpy()
+        # first() skips missing users; a session without any keeps a missing user_id.
+        keys["user_id"] = df.groupby(seq_codes, sort=True)[USER_ID].first().reset_index(drop=True)
     report["events kept"] = len(out)
     return EncodedEvents(out, keys, item_vocab, event_vocab, report)
 
 
+def unaccounted_rows(report: dict[str, int]) -> int:
+    """Rows in the source that are neither kept nor counted as dropped (0 when the books balance)."""
+    dropped = sum(count for reason, count in report.items() if reason.startswith("dropped"))
+    return report["rows in source"] - report["events kept"] - dropped
+
+
 def _attach_sessions(
-    df: pd.DataFrame, table: EventTable, config: PreprocessConfig, sequence_key: str
+    df: pd.DataFrame, table: EventTable, config: PreprocessConfig, sequence_key: str, report: dict[str, int]
 ) -> pd.DataFrame:
-    """Give every row a ``_session`` number: from ``session_id``, or by inactivity gap."""
+    """Give every row a ``_session`` number: from ``session_id``, or by inactivity gap per user.
+
+    Rows that have a user but no session id (a partly filled ``session_id``) get gap sessions,
+    numbered after the given ones.
+    """
     has_user, has_session = USER_ID in df.columns, SESSION_ID in df.columns
     if sequence_key == "user" and not has_user:
         raise DataError(
             f"{table.origin}: no '{USER_ID}' column, so sequences cannot be per user; "
             "use data.sequence_key=session"
         )
-    if has_session:
-        df["_session"] = pd.factorize(df[SESSION_ID], sort=True)[0].astype(np.int64)
+    if not has_session:
+        if not table.has_timestamps and sequence_key == "user":
+            df["_session"] = -1
+            return df
+        df["_session"] = _gap_sessions(df, table, config)
         return df
+    codes = pd.factorize(df[SESSION_ID], sort=True)[0].astype(np.int64)
+    missing = codes < 0
+    if missing.any():
+        # Validation guarantees a user on every row without a session id.
+        report["rows without a session id, sessionized by inactivity gap"] = int(missing.sum())
+        codes[missing] = codes.max() + 1 + _gap_sessions(df[missing], table, config)
+    df["_session"] = codes
+    return df
+
+
+def _gap_sessions(df: pd.DataFrame, table: EventTable, config: PreprocessConfig) -> np.ndarray:
+    """Session numbers 0.. by inactivity gap within each user, in the rows' order."""
     if not table.has_timestamps:
-        if sequence_key == "session":
-            raise DataError(
-                f"{table.origin}: has no session ids and no real timestamps (order only), so "
-                "sessions cannot be derived by inactivity gap; use data.sequence_key=user"
-            )
-        df["_session"] = -1
-        return df
-    order = df.sort_values([USER_ID, TIMESTAMP, "_row"], kind="stable")
+        raise DataError(
+            f"{table.origin}: has no session ids and no real timestamps (order only), so "
+            "sessions cannot be derived by inactivity gap; use data.sequence_key=user"
+        )
+    ties = [ORDER] if ORDER in df.columns else []
+    order = df.sort_values([USER_ID, TIMESTAMP, *ties, "_row"], kind="stable")
     gap = order[TIMESTAMP].diff()
     new_user = order[USER_ID].ne(order[USER_ID].shift())
     starts = new_user | (gap > config.session_gap_minutes * 60)
-    df["_session"] = (starts.cumsum() - 1).reindex(df.index).astype(np.int64)
+    return (starts.cumsum() - 1).reindex(df.index).to_numpy(np.int64)
+
+
+def _user_keys(df: pd.DataFrame, report: dict[str, int]) -> pd.DataFrame:
+    """``_user``: the user id; a row without one takes its session's user, else its session is its own.
+
+    A session with a known user on some rows (a visitor who logged in part-way) belongs to that
+    user (the earliest known one); a session without any is an anonymous visitor, a sequence of
+    its own, keyed ``session <id>``. Both are counted in the report, nothing is dropped.
+    """
+    users = df[USER_ID]
+    missing = users.isna().to_numpy()
+    if not missing.any():
+        df["_user"] = users
+        return df
+    known = df[~missing].sort_values([TIMESTAMP, "_row"], kind="stable")
+    session_user = known.groupby("_session", sort=False)[USER_ID].first()
+    filled = df["_session"].map(session_user)
+    fill = missing & filled.notna().to_numpy()
+    report["user ids taken from their session"] = int(fill.sum())
+    anonymous = missing & ~fill
+    if not anonymous.any():
+        df["_user"] = users.where(~fill, filled).astype(users.dtype)
+        if pd.api.types.is_integer_dtype(df["_user"]):
+            df["_user"] = df["_user"].astype("int64")
+        return df
+    report["rows of anonymous sessions, each its own sequence"] = int(anonymous.sum())
+    text = users.where(~fill, filled).map(str).astype(object)
+    text[anonymous] = "session " + df.loc[anonymous, SESSION_ID].map(str)
+    df["_user"] = text
     return df
 
 

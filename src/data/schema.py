@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shopformer.data.row_errors import DataValidationError as DataValidationError
+from shopformer.data.row_errors import column_error, null_mask, shown_names
+from shopformer.data.timestamps import MAX_TIMESTAMP as MAX_TIMESTAMP
+from shopformer.data.timestamps import TIMESTAMP_UNITS as TIMESTAMP_UNITS
+from shopformer.data.timestamps import parse_order
+from shopformer.data.timestamps import parse_timestamps as parse_timestamps
 from shopformer.errors import DataError
 
 USER_ID = "user_id"
@@ -20,17 +27,13 @@ SESSION_ID = "session_id"
 ITEM_ID = "item_id"
 TIMESTAMP = "timestamp"
 EVENT_TYPE = "event_type"
+# Optional: the order of events within a session, for ties in time (day-only dates). Only ever
+# taken when mapped (``data.columns.order=COLUMN``): a file's ``order`` column may be an order id.
+ORDER = "order"
 EVENT_COLUMNS = (USER_ID, SESSION_ID, ITEM_ID, TIMESTAMP, EVENT_TYPE)
 ITEM_COLUMNS = (ITEM_ID, "category", "price", "in_stock")
 
 DEFAULT_EVENT_TYPE = "view"
-# 1970-01-01 .. 2100-01-01: anything outside is a unit mistake (ms given as s) or garbage.
-MAX_TIMESTAMP = 4_102_444_800
-TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-
-
-class DataValidationError(DataError):
-    """Input rows violate the canonical event schema."""
 
 
 class DataSourceNotFound(DataError, FileNotFoundError):
@@ -42,7 +45,9 @@ class EventTable:
     """Canonical events plus what was learnt while building them.
 
     ``has_timestamps`` is False for order-only datasets, whose ``timestamp`` is an
-    ordinal rank; features that need real time refuse such data.
+    ordinal rank; features that need real time refuse such data. ``dropped`` counts the rows
+    the source left out, by reason (``rows in the file = len(events) + sum(dropped)``).
+    ``user_id`` may be missing (null) on rows that have a ``session_id``.
     """
 
     events: pd.DataFrame
@@ -52,88 +57,68 @@ class EventTable:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def _example(df: pd.DataFrame, mask: np.ndarray | pd.Series, column: str) -> str:
-    """Describe the first offending row: its 1-based data row number and value."""
-    positions = np.flatnonzero(np.asarray(mask))
-    row = int(positions[0])
-    value = df[column].iloc[row]
-    line = df.attrs.get("row_offset", 1) + row
-    word = df.attrs.get("row_word", "row")
-    return f"{positions.size:,} bad row(s), first at {word} {line}: {column}={value!r}"
-
-
-def _fail(origin: str, column: str, problem: str, detail: str) -> DataValidationError:
-    return DataValidationError(f"{origin}: column '{column}' {problem}; {detail}")
-
-
 def require_columns(df: pd.DataFrame, required: Iterable[str], origin: str, hint: str = "") -> None:
     """Fail when any required column is absent, listing what the file has."""
     missing = [c for c in required if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns)) or "(none)"
         extra = f" {hint}" if hint else ""
-        raise DataValidationError(f"{origin}: missing column '{missing[0]}' (file has: {have}).{extra}")
-
-
-def _check_ids(df: pd.DataFrame, column: str, origin: str) -> None:
-    nulls = df[column].isna().to_numpy()
-    if not pd.api.types.is_numeric_dtype(df[column]):
-        nulls = nulls | df[column].astype(str).str.strip().eq("").to_numpy()
-    if nulls.any():
-        raise _fail(origin, column, "has null ids", _example(df, nulls, column))
-
-
-def parse_timestamps(raw: pd.Series, origin: str, unit: str = "s") -> pd.Series:
-    """Return int64 unix seconds from numbers (in ``unit``) or datetime strings."""
-    if unit not in TIMESTAMP_UNITS:
         raise DataValidationError(
-            f"{origin}: timestamp_unit must be one of {sorted(TIMESTAMP_UNITS)}, got {unit!r}"
+            f"{origin}: missing column '{missing[0]}' (file has: {shown_names(df.columns)}).{extra}"
         )
-    frame = raw.to_frame(TIMESTAMP)
-    frame.attrs = raw.attrs
-    null = raw.isna().to_numpy()
+
+
+def _check_keys(df: pd.DataFrame, origin: str) -> dict[str, np.ndarray]:
+    """Each row needs a user id or a session id; returns the null mask of each key column present."""
+    nulls = {c: null_mask(df[c]) for c in (USER_ID, SESSION_ID) if c in df.columns}
+    if len(nulls) == 2:
+        neither = nulls[USER_ID] & nulls[SESSION_ID]
+        if neither.any():
+            problem = f"and '{SESSION_ID}' are both empty (each row needs one of them)"
+            raise column_error(origin, USER_ID, problem, df[USER_ID], neither, df.attrs)
+        return nulls
+    (column, null), *_ = nulls.items()
     if null.any():
-        raise _fail(origin, TIMESTAMP, "has empty timestamps", _example(frame, null, TIMESTAMP))
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        seconds = _datetimes_to_seconds(raw)
-    elif pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        seconds = np.floor(raw.to_numpy(dtype="float64") / TIMESTAMP_UNITS[unit])
-        seconds = pd.Series(seconds, index=raw.index)
-    else:
-        text = raw.astype(str).str.strip()
-        numeric = pd.to_numeric(text, errors="coerce")
-        if numeric.notna().any():
-            # A numeric column with some garbage: the non-numeric values are the bad ones.
-            bad = numeric.isna().to_numpy()
-            if bad.any():
-                raise _fail(origin, TIMESTAMP, "has unparseable timestamps", _example(frame, bad, TIMESTAMP))
-            return parse_timestamps(numeric.rename(raw.name).pipe(_with_attrs, raw), origin, unit)
-        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            raise _fail(origin, TIMESTAMP, "has unparseable timestamps", _example(frame, bad, TIMESTAMP))
-        seconds = _datetimes_to_seconds(parsed)
-    out_of_range = ((seconds < 0) | (seconds > MAX_TIMESTAMP)).to_numpy()
-    if out_of_range.any():
-        raise _fail(
-            origin,
-            TIMESTAMP,
-            f"has times outside 1970..2100 (is timestamp_unit={unit!r} right?)",
-            _example(frame, out_of_range, TIMESTAMP),
+        hint = (
+            " (rows without a user need a session id: map one with data.columns.session_id=COLUMN)"
+            if column == USER_ID
+            else ""
         )
-    return seconds.astype("int64")
+        raise column_error(origin, column, f"has null ids{hint}", df[column], null, df.attrs)
+    return nulls
 
 
-def _with_attrs(series: pd.Series, like: pd.Series) -> pd.Series:
-    series.attrs = like.attrs
-    return series
+def normalise_id(values: pd.Series, null: np.ndarray | None = None) -> pd.Series:
+    """Integer-like ids become int64 (``Int64`` with gaps); anything else stripped strings (None for gaps)."""
+    null = null_mask(values) if null is None else null
+    present = values[~null]
+    if pd.api.types.is_bool_dtype(values) or not len(present):
+        numbers = None
+    elif pd.api.types.is_numeric_dtype(values):
+        numbers = present
+    else:
+        numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    if numbers is not None and _exact_integers(numbers):
+        ints = pd.Series(pd.NA, index=values.index, dtype="Int64")
+        ints[~null] = numbers.to_numpy(dtype="int64")
+        return ints.astype("int64") if not null.any() else ints
+    text = values.astype(str).str.strip().astype(object)
+    text[null] = None
+    return text
 
 
-def _datetimes_to_seconds(values: pd.Series) -> pd.Series:
-    if values.dt.tz is None:
-        values = values.dt.tz_localize("UTC")
-    ns = values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64")
-    return pd.Series(ns // 1_000_000_000, index=values.index)
+def _exact_integers(numbers: pd.Series) -> bool:
+    """Whether every number is a whole number held exactly (so that int64 loses nothing)."""
+    if numbers.dtype.kind == "i":
+        return True
+    if numbers.dtype.kind not in "fu":
+        return False
+    values = numbers.to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        return bool(
+            np.isfinite(values).all()
+            and (values == np.floor(values)).all()
+            and (np.abs(values) < 2**53).all()
+        )
 
 
 def normalise_event_types(
@@ -141,13 +126,13 @@ def normalise_event_types(
     origin: str,
     mapping: Mapping[str, str] | None = None,
     allowed: Iterable[str] | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> pd.Series:
     """Lower-case and map event types; with ``allowed`` fixed, unknown values fail."""
-    frame = raw.to_frame(EVENT_TYPE)
-    frame.attrs = raw.attrs
-    null = raw.isna().to_numpy()
+    attrs = raw.attrs if attrs is None else attrs
+    null = null_mask(raw)
     if null.any():
-        raise _fail(origin, EVENT_TYPE, "has empty event types", _example(frame, null, EVENT_TYPE))
+        raise column_error(origin, EVENT_TYPE, "has empty event types", raw, null, attrs)
     values = raw.astype(str).str.strip().str.lower()
     if mapping:
         lowered = {str(k).lower(): str(v) for k, v in mapping.items()}
@@ -156,11 +141,13 @@ def normalise_event_types(
         allowed = list(allowed)
         unknown = ~values.isin(allowed).to_numpy()
         if unknown.any():
-            raise _fail(
+            raise column_error(
                 origin,
                 EVENT_TYPE,
                 f"has event types outside the fixed vocabulary {allowed}",
-                _example(frame, unknown, EVENT_TYPE),
+                raw,
+                unknown,
+                attrs,
             )
     return values.astype(object)
 
@@ -176,8 +163,9 @@ def validate_events(
 ) -> pd.DataFrame:
     """Check a renamed raw table and return it in canonical form.
 
-    Needs ``item_id``, ``timestamp`` and one of ``user_id`` / ``session_id``;
-    ``event_type`` defaults to ``view``. Raises :class:`DataValidationError`.
+    Needs ``item_id``, ``timestamp`` and one of ``user_id`` / ``session_id`` on every row (with
+    both columns, a row may lack either one); ``event_type`` defaults to ``view``; ``order``
+    (optional) breaks ties in time. Raises :class:`DataValidationError`.
     """
     if df.empty:
         raise DataValidationError(f"{origin}: no rows")
@@ -185,20 +173,22 @@ def validate_events(
     if USER_ID not in df.columns and SESSION_ID not in df.columns:
         raise DataValidationError(
             f"{origin}: missing column '{USER_ID}' (or '{SESSION_ID}'); one of them is needed "
-            f"(file has: {', '.join(map(str, df.columns))})"
+            f"(file has: {shown_names(df.columns)})"
         )
+    attrs = df.attrs
     out = pd.DataFrame(index=df.index)
-    for column in (USER_ID, SESSION_ID, ITEM_ID):
-        if column in df.columns:
-            _check_ids(df, column, origin)
-            out[column] = _normalise_id(df[column])
-    ts = df[TIMESTAMP]
-    ts.attrs = df.attrs
-    out[TIMESTAMP] = parse_timestamps(ts, origin, timestamp_unit) if has_timestamps else ts
+    for column, null in _check_keys(df, origin).items():
+        out[column] = normalise_id(df[column], null)
+    item_null = null_mask(df[ITEM_ID])
+    if item_null.any():
+        raise column_error(origin, ITEM_ID, "has null ids", df[ITEM_ID], item_null, attrs)
+    out[ITEM_ID] = normalise_id(df[ITEM_ID], item_null)
+    if has_timestamps:
+        out[TIMESTAMP] = parse_timestamps(df[TIMESTAMP], origin, timestamp_unit, attrs)
+    else:
+        out[TIMESTAMP] = parse_order(df[TIMESTAMP], origin, TIMESTAMP, attrs)
     if EVENT_TYPE in df.columns:
-        et = df[EVENT_TYPE]
-        et.attrs = df.attrs
-        out[EVENT_TYPE] = normalise_event_types(et, origin, event_map, event_vocabulary)
+        out[EVENT_TYPE] = normalise_event_types(df[EVENT_TYPE], origin, event_map, event_vocabulary, attrs)
     else:
         if event_vocabulary is not None and DEFAULT_EVENT_TYPE not in list(event_vocabulary):
             raise DataValidationError(
@@ -206,37 +196,31 @@ def validate_events(
                 f"not in the fixed vocabulary {list(event_vocabulary)}"
             )
         out[EVENT_TYPE] = DEFAULT_EVENT_TYPE
+    if ORDER in df.columns:
+        out[ORDER] = parse_order(df[ORDER], origin, ORDER, attrs)
     return out.reset_index(drop=True)
-
-
-def _normalise_id(values: pd.Series) -> pd.Series:
-    """Integer-like ids become int64; anything else becomes stripped strings."""
-    if pd.api.types.is_integer_dtype(values):
-        return values.astype("int64")
-    if pd.api.types.is_float_dtype(values):
-        as_int = values.astype("int64")
-        if (as_int == values).all():
-            return as_int
-    return values.astype(str).str.strip().astype(object)
 
 
 def validate_items(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Check the optional item table (``item_id`` plus category / price / in_stock)."""
     require_columns(df, [ITEM_ID], origin)
-    _check_ids(df, ITEM_ID, origin)
+    null = null_mask(df[ITEM_ID])
+    if null.any():
+        raise column_error(origin, ITEM_ID, "has null ids", df[ITEM_ID], null, df.attrs)
     out = df.copy()
-    out[ITEM_ID] = _normalise_id(df[ITEM_ID])
+    out[ITEM_ID] = normalise_id(df[ITEM_ID], null)
     dup = out[ITEM_ID].duplicated().to_numpy()
     if dup.any():
-        raise _fail(origin, ITEM_ID, "repeats item ids", _example(out, dup, ITEM_ID))
+        raise column_error(origin, ITEM_ID, "repeats item ids", df[ITEM_ID], dup, df.attrs)
     if "price" in out.columns:
-        price = pd.to_numeric(out["price"], errors="coerce")
-        bad = (out["price"].notna() & (price.isna() | (price < 0))).to_numpy()
+        present = ~null_mask(df["price"])
+        price = pd.to_numeric(df["price"].where(present), errors="coerce")
+        bad = present & (price.isna() | ~np.isfinite(price.astype("float64")) | (price < 0)).to_numpy()
         if bad.any():
-            raise _fail(origin, "price", "has invalid prices", _example(out, bad, "price"))
+            raise column_error(origin, "price", "has invalid prices", df["price"], bad, df.attrs)
         out["price"] = price.astype("float64")
     if "in_stock" in out.columns:
-        out["in_stock"] = _parse_bool(out, "in_stock", origin)
+        out["in_stock"] = _parse_bool(df, "in_stock", origin)
     if "category" in out.columns:
         out["category"] = out["category"].astype(str)
     return out.reset_index(drop=True)
@@ -250,5 +234,5 @@ def _parse_bool(df: pd.DataFrame, column: str, origin: str) -> pd.Series:
     parsed = text.map(truth)
     bad = parsed.isna().to_numpy()
     if bad.any():
-        raise _fail(origin, column, "has values that are not true/false", _example(df, bad, column))
+        raise column_error(origin, column, "has values that are not true/false", df[column], bad, df.attrs)
     return parsed.astype(bool)

@@ -19,14 +19,20 @@ import numpy as np
 import pandas as pd
 
 from shopformer.data.paths import resolve_data_file
+from shopformer.data.read_table import read_mapped, read_table, separator_name
+from shopformer.data.row_errors import column_error, shown_names
 from shopformer.data.schema import (
+    EVENT_COLUMNS,
     EVENT_TYPE,
+    ITEM_COLUMNS,
     ITEM_ID,
+    ORDER,
     SESSION_ID,
     TIMESTAMP,
     USER_ID,
     DataValidationError,
     EventTable,
+    normalise_id,
     require_columns,
     validate_events,
     validate_items,
@@ -64,41 +70,29 @@ class EventSource(ABC):
         return resolve_data_file(path, self.how_to_get)
 
 
-def _read_table(path: Path, *, sep: str = ",", header: bool = True, names=None) -> pd.DataFrame:
-    """Read CSV/TSV (optionally gzipped) or Parquet, recording how to name rows in errors."""
-    name = path.name.lower()
-    if name.endswith(".parquet") or name.endswith(".pq"):
-        df = pd.read_parquet(path)
-        df.attrs.update(row_offset=1, row_word="row")
-        return df
-    try:
-        df = pd.read_csv(path, sep=sep, header=0 if header else None, names=names, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"{path}: cannot be read as delimited text ({exc})") from None
-    df.attrs.update(row_offset=2 if header else 1, row_word="line")
-    return df
-
-
 def _ordinal_timestamps(keys: pd.Series) -> pd.Series:
     """Rank of each row within its key, in file order: order-only datasets get this as time."""
-    return keys.groupby(keys, sort=False).cumcount().astype("int64")
+    return keys.groupby(keys, sort=False, dropna=False).cumcount().astype("int64")
 
 
 @dataclass
 class TabularSource(EventSource):
     """Any CSV / TSV / Parquet event log, with its columns mapped onto the canonical names.
 
-    ``columns`` maps canonical name -> the file's column name (``item_id: product``).
+    ``columns`` maps canonical name -> the file's column name (``item_id: product``); the mapping
+    wins over a file column that carries a canonical name, and ``null`` ignores one. ``sep`` is
+    ``auto`` (sniffed), ``comma``, ``semicolon``, ``tab``, ``pipe`` or the character itself;
+    ``timestamp_unit`` is ``auto`` (by magnitude) or ``s`` / ``ms`` / ``us`` / ``ns``.
     """
 
     path: str = ""
-    columns: Mapping[str, str] = field(default_factory=dict)
-    sep: str = ","
-    timestamp_unit: str = "s"
+    columns: Mapping[str, str | None] = field(default_factory=dict)
+    sep: str = "auto"
+    timestamp_unit: str = "auto"
     event_map: Mapping[str, str] = field(default_factory=dict)
     event_vocabulary: Sequence[str] | None = None
     items_path: str | None = None
-    item_columns: Mapping[str, str] = field(default_factory=dict)
+    item_columns: Mapping[str, str | None] = field(default_factory=dict)
     how_to_get = "your own export; see README 'Use your own data'"
 
     def files(self) -> list[Path]:
@@ -112,8 +106,10 @@ class TabularSource(EventSource):
     def load(self) -> EventTable:
         files = self.files()
         path = files[0]
-        df = _read_table(path, sep=self.sep)
-        df = _rename(df, dict(self.columns), str(path))
+        df, blank = read_mapped(
+            path, self.sep, dict(self.columns), (*EVENT_COLUMNS, ORDER), mapped_only=(ORDER,)
+        )
+        _require_event_columns(df, str(path))
         events = validate_events(
             df,
             str(path),
@@ -123,22 +119,30 @@ class TabularSource(EventSource):
         )
         items = None
         if self.items_path:
-            raw_items = _rename(_read_table(files[1], sep=self.sep), dict(self.item_columns), str(files[1]))
-            items = validate_items(raw_items, str(files[1]))
-        return EventTable(events=events, origin=str(path), items=items)
-
-
-def _rename(df: pd.DataFrame, mapping: dict[str, str], origin: str) -> pd.DataFrame:
-    """Apply a canonical -> file column mapping, failing on mapped columns that are absent."""
-    for canonical, theirs in mapping.items():
-        if theirs not in df.columns:
-            have = ", ".join(map(str, df.columns))
-            raise DataValidationError(
-                f"{origin}: missing column '{theirs}' (mapped to '{canonical}'; file has: {have})"
+            raw_items, _ = read_mapped(
+                files[1], self.sep, dict(self.item_columns), ITEM_COLUMNS, keep_others=True
             )
-    renamed = df.rename(columns={theirs: canonical for canonical, theirs in mapping.items()})
-    renamed.attrs = df.attrs
-    return renamed
+            items = validate_items(raw_items, str(files[1]))
+        dropped = {"blank lines": blank} if blank else {}
+        return EventTable(events=events, origin=str(path), items=items, dropped=dropped)
+
+
+def _require_event_columns(df: pd.DataFrame, origin: str) -> None:
+    """The columns every log needs; when one is missing, say how the file was split into columns."""
+    sep = df.attrs.get("separator")
+    hint = (
+        ""
+        if sep is None
+        else f"Read as {separator_name(sep)}-separated; if that is wrong, set "
+        "data.source.sep=comma|semicolon|tab|pipe, and map columns with data.columns.<name>=COLUMN"
+    )
+    missing = [c for c in (ITEM_ID, TIMESTAMP) if c not in df.columns]
+    if USER_ID not in df.columns and SESSION_ID not in df.columns:
+        missing.append(f"{USER_ID}' (or '{SESSION_ID}")
+    if missing:
+        have = shown_names(df.attrs.get("file_has", df.columns))
+        message = f"{origin}: missing column '{missing[0]}' (file has: {have}). {hint}"
+        raise DataValidationError(message.strip())
 
 
 @dataclass
@@ -156,8 +160,8 @@ class SasrecTxtSource(EventSource):
 
     def load(self) -> EventTable:
         path = self.files()[0]
-        df = _read_table(path, sep=" ", header=False, names=[USER_ID, ITEM_ID])
-        if df.shape[1] != 2 or df[ITEM_ID].isna().all():
+        df = read_table(path, sep=" ", header=False, names=[USER_ID, ITEM_ID])
+        if df[ITEM_ID].isna().all():
             raise DataValidationError(f"{path}: expected two space-separated columns 'user item'")
         df[TIMESTAMP] = _ordinal_timestamps(df[USER_ID])
         events = validate_events(df, str(path), has_timestamps=False)
@@ -179,34 +183,31 @@ class S3RecTxtSource(EventSource):
 
     def load(self) -> EventTable:
         path = self.files()[0]
-        users, items = [], []
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                tokens = line.split()
-                if not tokens:
-                    continue
-                if len(tokens) < 2:
-                    raise DataValidationError(
-                        f"{path}: line {number} has a user but no items: {line.strip()!r}"
-                    )
-                users.append(np.full(len(tokens) - 1, tokens[0], dtype=object))
-                items.append(np.asarray(tokens[1:], dtype=object))
+        users, items, lines = [], [], []
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for number, line in enumerate(fh, start=1):
+                    tokens = line.split()
+                    if not tokens:
+                        continue
+                    if len(tokens) < 2:
+                        raise DataValidationError(
+                            f"{path}: line {number} has a user but no items: {line.strip()[:60]!r}"
+                        )
+                    users.append(np.full(len(tokens) - 1, tokens[0], dtype=object))
+                    items.append(np.asarray(tokens[1:], dtype=object))
+                    lines.append(np.full(len(tokens) - 1, number - 1, dtype=np.int64))
+        except UnicodeDecodeError as exc:
+            raise DataValidationError(f"{path}: is not UTF-8 text ({exc.reason})") from None
         if not users:
             raise DataValidationError(f"{path}: no rows")
         df = pd.DataFrame(
-            {
-                USER_ID: _as_ids(np.concatenate(users), path, USER_ID),
-                ITEM_ID: _as_ids(np.concatenate(items), path, ITEM_ID),
-            }
+            {USER_ID: normalise_id(pd.Series(np.concatenate(users))), ITEM_ID: np.concatenate(items)}
         )
         df[TIMESTAMP] = _ordinal_timestamps(df[USER_ID])
+        df.attrs.update(row_offset=1, row_word="line", positions=np.concatenate(lines))
         events = validate_events(df, str(path), has_timestamps=False)
         return EventTable(events=events, origin=str(path), has_timestamps=False)
-
-
-def _as_ids(tokens: np.ndarray, path: Path, column: str) -> pd.Series:
-    numeric = pd.to_numeric(pd.Series(tokens), errors="coerce")
-    return numeric.astype("int64") if numeric.notna().all() else pd.Series(tokens, dtype=object)
 
 
 @dataclass
@@ -221,12 +222,11 @@ class MovieLensChronoSource(EventSource):
 
     def load(self) -> EventTable:
         path = self.files()[0]
-        df = _read_table(path)
+        df = read_table(path)
         require_columns(df, [USER_ID, ITEM_ID, "seq_pos"], str(path))
-        df = df.sort_values([USER_ID, "seq_pos"], kind="stable")
-        df.attrs.update(row_offset=2, row_word="line")
         df = df.rename(columns={"seq_pos": TIMESTAMP})
         events = validate_events(df, str(path), has_timestamps=False)
+        events = events.sort_values([USER_ID, TIMESTAMP], kind="stable", ignore_index=True)
         return EventTable(events=events, origin=str(path), has_timestamps=False)
 
 
@@ -243,16 +243,20 @@ class MovieLens100kSource(EventSource):
 
     def load(self) -> EventTable:
         path = self.files()[0]
-        df = _read_table(path, sep="\t", header=False, names=[USER_ID, ITEM_ID, "rating", TIMESTAMP])
+        df = read_table(path, sep="\t", header=False, names=[USER_ID, ITEM_ID, "rating", TIMESTAMP])
         dropped = {}
         if self.min_rating is not None:
-            keep = df["rating"] >= self.min_rating
+            rating = pd.to_numeric(df["rating"], errors="coerce")
+            bad = rating.isna().to_numpy()
+            if bad.any():
+                raise column_error(str(path), "rating", "has values that are not numbers", df["rating"], bad)
+            keep = (rating >= self.min_rating).to_numpy()
             dropped[f"rating below {self.min_rating}"] = int((~keep).sum())
             df = df[keep]
-        # Rows are in random order; ties in time keep a deterministic (item) order.
-        df = df.sort_values([USER_ID, TIMESTAMP, ITEM_ID], kind="stable")
-        df.attrs.update(row_offset=1, row_word="line")
+            df.attrs.update(positions=np.flatnonzero(keep))
         events = validate_events(df, str(path))
+        # Rows are in random order; ties in time keep a deterministic (item) order.
+        events = events.sort_values([USER_ID, TIMESTAMP, ITEM_ID], kind="stable", ignore_index=True)
         return EventTable(events=events, origin=str(path), dropped=dropped)
 
 
@@ -275,15 +279,27 @@ class YoochooseSource(EventSource):
     def load(self) -> EventTable:
         frames = []
         for path in self.files():
-            df = _read_table(path, sep="\t")
+            df = read_table(path, sep="\t")
             require_columns(df, ["SessionId", "ItemId", "Time"], str(path))
-            frames.append(df)
-        df = pd.concat(frames, ignore_index=True)
-        df = df.sort_values(["SessionId", "Time"], kind="stable")
-        df = df.rename(columns={"SessionId": SESSION_ID, "ItemId": ITEM_ID, "Time": TIMESTAMP})
-        df.attrs.update(row_offset=1, row_word="row")
+            df = df.rename(columns={"SessionId": SESSION_ID, "ItemId": ITEM_ID, "Time": TIMESTAMP})
+            events = validate_events(df, str(path))
+            # Order within a second by the file's fractional time.
+            events["_time"] = pd.to_numeric(df[TIMESTAMP], errors="coerce").to_numpy()
+            frames.append(events)
+        events = _concat_events(frames).sort_values([SESSION_ID, TIMESTAMP, "_time"], kind="stable")
         origin = str(self.files()[0].parent)
-        return EventTable(events=validate_events(df, origin), origin=origin)
+        return EventTable(events=events.drop(columns="_time").reset_index(drop=True), origin=origin)
+
+
+def _concat_events(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Validated tables one after another; an id column that is numbers in one file and text in
+    another becomes text throughout (one type per column)."""
+    events = pd.concat(frames, ignore_index=True)
+    for column in (USER_ID, SESSION_ID, ITEM_ID):
+        kinds = {frame[column].dtype.kind for frame in frames if column in frame}
+        if len(kinds) > 1:
+            events[column] = events[column].map(lambda v: v if v is None or v is pd.NA else str(v))
+    return events
 
 
 TAOBAO_EVENTS = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}
@@ -304,7 +320,7 @@ class TaobaoSource(EventSource):
 
     def load(self) -> EventTable:
         path = self.files()[0]
-        df = _read_table(path)
+        df = read_table(path)
         require_columns(df, [USER_ID, ITEM_ID, "category_id", "behavior_type", TIMESTAMP], str(path))
         df = df.rename(columns={"behavior_type": EVENT_TYPE})
         events = validate_events(

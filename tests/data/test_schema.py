@@ -50,10 +50,12 @@ def test_garbage_timestamp_names_value(tmp_path):
 
 def test_out_of_range_timestamp_suggests_unit(tmp_path):
     path = write_csv(tmp_path, "user_id,item_id,timestamp\n1,10,1700000000000\n")
-    message = load_error(path)
+    message = load_error(path, timestamp_unit="s")
     assert "1970..2100" in message and "timestamp_unit" in message
     ok = TabularSource(path=path, timestamp_unit="ms").load()
     assert ok.events["timestamp"].iloc[0] == 1_700_000_000
+    # The default (auto) tells milliseconds from seconds by magnitude.
+    assert TabularSource(path=path).load().events["timestamp"].iloc[0] == 1_700_000_000
 
 
 def test_negative_timestamp_rejected(tmp_path):
