@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from shopformer.train.rng_state import restore_rng_states, rng_states
 from shopformer.train.schedule import LRSchedule
 
 # Optional token channels of a batch, passed to the model by name.
@@ -45,6 +46,7 @@ class TrainingModule(L.LightningModule):
         self.schedule = schedule or LRSchedule()
         self.shopformer_config: dict[str, Any] | None = None
         self.shopformer_git_commit: str | None = None
+        self.shopformer_precision: str | None = None
 
     def setup(self, stage: str) -> None:
         self.attach_data(getattr(self.trainer, "datamodule", None))
@@ -62,6 +64,14 @@ class TrainingModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["shopformer_config"] = self.shopformer_config
         checkpoint["shopformer_git_commit"] = self.shopformer_git_commit
+        checkpoint["shopformer_precision"] = self.shopformer_precision
+        # A run resumed from this checkpoint draws the same batches, masks and dropout as one that
+        # was never interrupted.
+        checkpoint["shopformer_rng"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("shopformer_rng"):
+            restore_rng_states(checkpoint["shopformer_rng"])
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -14,6 +14,7 @@ from torch import nn
 from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.data.store import DatasetSpec
 from shopformer.errors import ConfigError
+from shopformer.train.resume import resume_run_dir
 
 CONF_DIR = Path(os.environ.get("SHOPFORMER_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
@@ -27,6 +28,8 @@ def objective_of(target: str | None) -> str:
 
 # ``datamodule.objective: ${model_objective:${model._target_}}``: derived from the model, never overwritten.
 OmegaConf.register_new_resolver("model_objective", objective_of, replace=True)
+# ``hydra.run.dir``: a new directory, or the one of the interrupted run that ``resume`` continues.
+OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
 
 
 def build_dataset_spec(data: DictConfig) -> DatasetSpec:

@@ -51,7 +51,7 @@ class Task:
         self, trainer: L.Trainer, module: TrainingModule, dm: BaseDataModule, ckpt: str | None
     ) -> dict[str, float]:
         """Test the checkpoint; its test metrics."""
-        trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
         return module.last_metrics.get("test", {})
 
     def report(

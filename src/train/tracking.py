@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import OmegaConf
 
 from shopformer.serve.bundle import read_manifest, write_manifest
+from shopformer.train.resilient_logger import ResilientMLFlowLogger, active, fail_fast_http, first_line
 
 if TYPE_CHECKING:  # mlflow costs ~1.3 s to import; only runs that log need it
     from mlflow import MlflowClient
@@ -33,18 +34,30 @@ def mlflow_logger(
     run_name: str | None = None,
     tracking_uri: str | None = None,
     artifact_dir: str | None = None,
-) -> MLFlowLogger:
-    """Lightning's MLFlowLogger with an explicit artifact location (sqlite stores else use ./mlruns)."""
+) -> ResilientMLFlowLogger | bool:
+    """Lightning's MLFlowLogger with an explicit artifact location (sqlite stores else use ./mlruns),
+    connected now; False (no tracking, said once) when the store cannot be reached or written."""
+    fail_fast_http()
     artifacts = Path(
         artifact_dir or os.environ.get("SHOPFORMER_MLFLOW_ARTIFACTS", DEFAULT_STORE / "artifacts")
     )
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return MLFlowLogger(
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        uri = tracking_uri or default_tracking_uri()
+    except OSError as exc:
+        print(
+            f"tracking failed: cannot create the MLflow store ({first_line(exc)}); the run goes on untracked",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    logger = ResilientMLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
-        tracking_uri=tracking_uri or default_tracking_uri(),
+        tracking_uri=uri,
         artifact_location=artifacts.resolve().as_uri(),
-    )
+    ).connect()
+    return active(logger)
 
 
 def git_commit() -> str:

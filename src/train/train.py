@@ -18,13 +18,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from shopformer.errors import exit_on_user_error
+from shopformer.errors import ConfigError, exit_on_user_error
 from shopformer.serve.index import check_index_spec
 from shopformer.train.base_module import TrainingModule
 from shopformer.train.callbacks import detach_weight_averaging
+from shopformer.train.checkpoint import load_checkpoint
 from shopformer.train.config import CONF_DIR, build_datamodule, build_model, build_task, flat
 from shopformer.train.export import export_and_publish
-from shopformer.train.precision import AUTO, FP32, PrecisionChoice, resolve_precision
+from shopformer.train.precision import AUTO as AUTO_PRECISION
+from shopformer.train.precision import FP32, PrecisionChoice, resolve_precision
+from shopformer.train.resilient_logger import active, guarded
+from shopformer.train.resume import AUTO, FINISHED, checkpoint_to_resume, comparable, differences, mode
 from shopformer.train.task import Task
 from shopformer.train.tracking import git_commit, log_run_facts
 
@@ -39,6 +43,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     task.check(cfg)
     dm = build_datamodule(cfg)
     dm.setup()  # builds the processed dataset, or loads it from the cache
+    # Again: building the dataset draws random numbers that loading it from the cache does not, and a
+    # run must give the same numbers either way.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, dm)
     if cfg.get("export", True):  # a bad index spec fails now, not after training
         check_index_spec(cfg.index.factory, cfg.index.params, model.dim, dm.n_items)
@@ -48,14 +55,16 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     module = task.build_module(cfg, model, dm, trainable)
     module.shopformer_config = OmegaConf.to_container(cfg, resolve=True)
     module.shopformer_git_commit = commit
+    resume = resume_point(cfg, module.shopformer_config) if trainable else None
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    precision = _precision(cfg, module, dm, trainable)
+    precision = _precision(cfg, module, dm, trainable, resume)
+    module.shopformer_precision = precision.chosen
     trainer = _trainer(cfg, logger, trainable, precision.chosen)
     if logger:
         logger.log_hyperparams({**flat(module.shopformer_config), "precision_chosen": precision.chosen})
     if trainable:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.path if resume else None, weights_only=True)
         detach_weight_averaging(trainer)
     ckpt = best_checkpoint(trainer) if trainable else None
     test = task.evaluate(trainer, module, dm, ckpt) if cfg.get("test_after_fit", True) else {}
@@ -75,24 +84,65 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "precision": precision.chosen,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
-    if logger:
-        log_run_facts(logger, cfg, dm, ckpt, commit)
-        task.log_to_mlflow(logger, dm, summary)
+    guarded(logger, "logging the run's tags and artifacts", log_run_facts, logger, cfg, dm, ckpt, commit)
+    guarded(logger, "logging the task's artifacts", task.log_to_mlflow, logger, dm, summary)
     if cfg.get("export", True):
-        summary.update(export_and_publish(cfg, dm, ckpt, run_dir, logger, commit, task.bundle_metrics(test)))
+        summary.update(
+            export_and_publish(cfg, dm, ckpt, run_dir, active(logger), commit, task.bundle_metrics(test))
+        )
+    if logger and not active(logger):
+        summary["tracking"] = f"failed: {logger.failed}"
+    (run_dir / FINISHED).write_text(json.dumps(summary, indent=1))  # also: this run is not to be resumed
     return summary
 
 
-def _precision(cfg: DictConfig, module: TrainingModule, dm: Any, trainable: bool) -> PrecisionChoice:
-    """``trainer.precision``, with ``auto`` (the CPU default) resolved by timing a few steps."""
+class ResumePoint:
+    """The checkpoint a run continues from, with what it saved about itself."""
+
+    def __init__(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        self.path = path
+        self.epoch = int(checkpoint.get("epoch", 0))
+        self.precision = checkpoint.get("shopformer_precision")
+
+
+def resume_point(cfg: DictConfig, config: dict[str, Any]) -> ResumePoint | None:
+    """Where this run continues from (``resume``, see ``train/resume.py``); None: a fresh start.
+
+    The checkpoint is read here without pickle, so a foreign or tampered one is refused in one line
+    before Lightning touches it. ``resume=auto`` continues only a run with the very same config."""
+    path = checkpoint_to_resume(cfg)
+    if path is None:
+        return None
+    checkpoint = load_checkpoint(path)
+    if mode(cfg.get("resume")) == AUTO:
+        changed = differences(comparable(checkpoint["shopformer_config"]), comparable(config))
+        if changed:
+            raise ConfigError(
+                f"{path.parent.parent}: an interrupted run of the same command with another config "
+                f"({', '.join(changed[:5])}); resume=last continues it anyway, resume=null starts a new run"
+            )
+    point = ResumePoint(path, checkpoint)
+    print(f"resuming {path} (after epoch {point.epoch}; resume=null starts afresh)", flush=True)
+    return point
+
+
+def _precision(
+    cfg: DictConfig, module: TrainingModule, dm: Any, trainable: bool, resume: ResumePoint | None
+) -> PrecisionChoice:
+    """``trainer.precision``, with ``auto`` (the CPU default) resolved by timing a few steps (or as
+    the interrupted run chose, when resuming)."""
     configured = str(cfg.trainer.get("precision", FP32))
-    if configured != AUTO:
+    if configured != AUTO_PRECISION:
         return PrecisionChoice(configured, reason="as configured")
     if not trainable:
         return PrecisionChoice(FP32, reason="nothing to train")
+    if resume and resume.precision:
+        return PrecisionChoice(resume.precision, reason="as the interrupted run chose")
     module.attach_data(dm)
     processes = int(cfg.trainer.get("devices") or 1) * int(cfg.trainer.get("num_nodes") or 1)
-    choice = resolve_precision(AUTO, str(cfg.trainer.accelerator), module, dm.train_dataloader(), processes)
+    choice = resolve_precision(
+        AUTO_PRECISION, str(cfg.trainer.accelerator), module, dm.train_dataloader(), processes
+    )
     print(f"precision auto: {choice.chosen} ({choice.reason})", flush=True)
     return choice
 

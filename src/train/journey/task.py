@@ -95,7 +95,7 @@ class JourneyTask(Task):
         self, trainer: L.Trainer, module: TrainingModule, dm: BaseDataModule, ckpt: str | None
     ) -> dict[str, float]:
         # Validation of the chosen weights sets the next-event decision rule that the test then uses.
-        trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
         return super().evaluate(trainer, module, dm, ckpt)
 
     def report(

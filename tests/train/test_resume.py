@@ -1,0 +1,104 @@
+"""Kill-and-resume: a run SIGKILLed mid-epoch and started again with the same command continues from
+its last checkpoint in its own directory and ends with the metrics of a run never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from shopformer.train.resume import FINISHED, newest_interrupted, resume_run_dir
+from tests.train.runs import SMALL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "shopformer.train", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _run_dir(cwd: Path, task: str, proc: subprocess.CompletedProcess) -> Path:
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Path(summary["checkpoint"]).parent.parent if summary.get("checkpoint") else cwd / "outputs" / task
+
+
+@pytest.mark.parametrize("extra", [[], ["experiment=journey_synthetic"]], ids=["sasrec", "journey_ema"])
+def test_sigkill_mid_epoch_then_same_command_resumes_with_identical_metrics(tmp_path, extra):
+    marker = tmp_path / "killed"
+    task = "resume_test"
+    command = [
+        *extra,
+        *SMALL,
+        "trainer.max_epochs=3",
+        "logger=none",
+        "threads=1",
+        f"task_name={task}",
+        "+callbacks.killer._target_=tests.train.killer.KillOnce",
+        "+callbacks.killer.epoch=1",
+        "+callbacks.killer.batch=2",
+        f"+callbacks.killer.marker={marker}",
+    ]
+    if extra:  # the journey recipe on the small synthetic shop
+        command = [c for c in command if not c.startswith(("datamodule.max_len", "data.source.n_items"))]
+    marker.touch()  # the reference run: never killed
+    reference = _train(tmp_path, *command)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    marker.unlink()
+
+    killed = _train(tmp_path, *command)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    interrupted = newest_interrupted(tmp_path / "outputs" / task, None)
+    assert interrupted is not None and not (interrupted / FINISHED).exists()
+    assert torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+    resumed = _train(tmp_path, *command)  # the same command
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {interrupted}" in resumed.stdout
+    want = json.loads(reference.stdout.strip().splitlines()[-1])
+    got = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert Path(got["checkpoint"]).parent.parent == interrupted  # in its own directory
+    assert got["epochs"] == want["epochs"] == 3
+    assert got["test"].keys() == want["test"].keys()
+    for name, value in want["test"].items():
+        assert got["test"][name] == pytest.approx(value, abs=1e-6), name
+    assert json.loads((interrupted / FINISHED).read_text())["test"] == got["test"]
+
+
+def _fake_run(root: Path, name: str, overrides: list[str], finished: bool = False) -> Path:
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if finished:
+        (run / FINISHED).write_text("{}")
+    return run
+
+
+def test_run_dir_choice(tmp_path):
+    root = tmp_path / "outputs" / "t"
+    old = _fake_run(root, "2026-01-01_00-00-00", ["model.dim=8"])
+    other = _fake_run(root, "2026-01-02_00-00-00", ["model.dim=16"])
+    _fake_run(root, "2026-01-03_00-00-00", ["model.dim=8"], finished=True)
+    new = str(root / "2026-01-04_00-00-00")
+    assert resume_run_dir(new, None) == new
+    assert resume_run_dir(new, "null") == new
+    assert resume_run_dir(new, "last") == str(other)  # the newest interrupted, whatever its command
+    assert newest_interrupted(root, ["model.dim=8", "resume=auto"]) == old  # resume= itself may differ
+    assert newest_interrupted(root, ["model.dim=32"]) is None
+    assert resume_run_dir(new, str(old / "checkpoints" / "last.ckpt")) == str(old)
+    assert resume_run_dir(new, str(tmp_path / "elsewhere.ckpt")) == new
+    assert resume_run_dir(str(tmp_path / "nothing" / "x"), "auto") == str(tmp_path / "nothing" / "x")
