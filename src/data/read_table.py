@@ -54,8 +54,9 @@ def resolve_separator(sep: str | None, path: Path) -> str:
         return "\t"
     if len(text) == 1 and text not in '"\r\n':
         return text
+    shell = " (in a shell a bare ; ends the command: write semicolon)" if not text else ""
     raise ConfigError(
-        f"data.source.sep must be {AUTO}, {', '.join(SEPARATORS)} or one character, got {sep!r}"
+        f"data.source.sep must be {AUTO}, {', '.join(SEPARATORS)} or one character, got {sep!r}{shell}"
     )
 
 
@@ -189,7 +190,16 @@ def read_mapped(
     if len(set(have)) < len(have):
         twice = next(c for c in have if have.count(c) > 1)
         raise DataValidationError(f"{path}: has two columns named '{twice}' (file has: {shown_names(have)})")
-    chosen = plan_columns(have, mapping, known, str(path), mapped_only=mapped_only)
+    try:
+        chosen = plan_columns(have, mapping, known, str(path), mapped_only=mapped_only)
+    except DataValidationError as exc:
+        if char is None or len(have) > 1:
+            raise
+        # One column only: most likely the wrong separator.
+        raise DataValidationError(
+            f"{exc} Read as {separator_name(char)}-separated; if that is wrong, set "
+            "data.source.sep=comma|semicolon|tab|pipe"
+        ) from None
     if parquet:
         raw = _read_parquet(path)
         raw.columns = have
