@@ -157,7 +157,9 @@ def test_blank_lines_are_dropped_and_counted_and_lines_stay_right(tmp_path):
     path = write(tmp_path, "user_id,item_id,timestamp\nu,1,5\n\n,,\nu,2,6\nu,,7\n")
     message = error(path)
     assert "line 6" in message and "item_id=''" in message
-    table = TabularSource(path=write(tmp_path, "user_id,item_id,timestamp\nu,1,5\n\nu,2,6\n", "ok.csv")).load()
+    table = TabularSource(
+        path=write(tmp_path, "user_id,item_id,timestamp\nu,1,5\n\nu,2,6\n", "ok.csv")
+    ).load()
     assert len(table.events) == 2 and table.dropped == {"blank lines": 1}
     out = preprocess(table, PreprocessConfig())
     assert out.report["rows in source"] == 3 and unaccounted_rows(out.report) == 0
@@ -188,4 +190,7 @@ def test_long_and_unicode_values_are_shortened_in_one_line(tmp_path):
     path = write(tmp_path, f"user_id,item_id,timestamp\n{long_id},1,later\n")
     message = error(path)
     assert len(message) < 400 and "'later'" in message
-    assert load(write(tmp_path, f"user_id,item_id,timestamp\n{long_id},1,5\n", "ok.csv"))["user_id"][0] == long_id
+    assert (
+        load(write(tmp_path, f"user_id,item_id,timestamp\n{long_id},1,5\n", "ok.csv"))["user_id"][0]
+        == long_id
+    )

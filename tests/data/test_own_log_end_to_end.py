@@ -78,13 +78,17 @@ def test_bad_log_gives_exit_code_2_and_one_line_with_the_files_text(tmp_path):
     lines = path.read_text().splitlines()
     lines[17] = lines[17].replace(lines[17].split(";")[3], "17 Jan, sometime", 1)  # the timestamp cell
     path.write_text("\n".join(lines) + "\n")
-    result = command(tmp_path, "shopformer-data", "data=csv", f"data.path={path}", "data.columns.session_id=visit")
+    result = command(
+        tmp_path, "shopformer-data", "data=csv", f"data.path={path}", "data.columns.session_id=visit"
+    )
     assert result.returncode == 2
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in result.stderr, result.stderr
     assert err[0].startswith(f"error: {path}: column 'timestamp' has unparseable timestamps")
     assert "first at line 18: timestamp='17 Jan, sometime'" in err[0]
     # Without the session column mapped, the blank user ids are the problem, quoted as the file has them.
-    result = command(tmp_path, "shopformer-data", "data=csv", f"data.path={path}", "data.source.sep=semicolon")
+    result = command(
+        tmp_path, "shopformer-data", "data=csv", f"data.path={path}", "data.source.sep=semicolon"
+    )
     assert result.returncode == 2 and "column 'user_id' has null ids" in result.stderr
     assert "user_id=''" in result.stderr and "np.float64" not in result.stderr
