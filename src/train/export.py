@@ -18,6 +18,7 @@ from shopformer.train.bundle_export import eval_histories, export_bundle
 from shopformer.train.bundle_writer import check_target
 from shopformer.train.checkpoint import best_score, checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule, build_task
+from shopformer.train.resilient_logger import guarded
 from shopformer.train.tracking import publish_bundle
 
 
@@ -50,13 +51,17 @@ def export_and_publish(
     out: dict[str, Any] = {"bundle": str(bundle)}
     if logger:
         registry = cfg.get("registry") or {}
-        out["registered_model"] = publish_bundle(
-            logger.experiment,
-            run_id,
-            bundle,
-            register=bool(registry.get("register", True)),
-            name=default_name(cfg),
-            alias=registry.get("alias"),
+        out["registered_model"] = guarded(
+            logger,
+            "publishing the bundle",
+            lambda: publish_bundle(
+                logger.experiment,
+                run_id,
+                bundle,
+                register=bool(registry.get("register", True)),
+                name=default_name(cfg),
+                alias=registry.get("alias"),
+            ),
         )
     return out
 

@@ -35,6 +35,25 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
+def say_failed(uri: str, what: str, exc: BaseException) -> str:
+    """Print the one line that says tracking failed; the reason."""
+    reason = first_line(exc)
+    print(
+        f"tracking failed while {what}: MLflow store {uri} ({reason}); "
+        "the run goes on untracked (its metrics: the JSON line and summary.json in the run directory)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return reason
+
+
+class TrackingOff:
+    """What the logger config gives when the store failed before a logger could be made."""
+
+    def __init__(self, failed: str) -> None:
+        self.failed = failed
+
+
 class ResilientMLFlowLogger(MLFlowLogger):
     """``MLFlowLogger`` whose failures end tracking for the run, not the run."""
 
@@ -42,15 +61,8 @@ class ResilientMLFlowLogger(MLFlowLogger):
 
     def fail(self, what: str, exc: BaseException) -> None:
         """Record the first failure and say it once."""
-        if self.failed:
-            return
-        self.failed = first_line(exc)
-        print(
-            f"tracking failed while {what}: MLflow store {self._tracking_uri} ({self.failed}); "
-            "the run goes on untracked (its metrics: the JSON line and summary.json in the run directory)",
-            file=sys.stderr,
-            flush=True,
-        )
+        if not self.failed:
+            self.failed = say_failed(self._tracking_uri, what, exc)
 
     def guard(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """``call(*args, **kwargs)``, or None once tracking has failed (now or before)."""

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from shopformer.serve.bundle import read_manifest, write_manifest
-from shopformer.train.resilient_logger import ResilientMLFlowLogger, active, fail_fast_http, first_line
+from shopformer.train.resilient_logger import ResilientMLFlowLogger, TrackingOff, fail_fast_http, say_failed
 
 if TYPE_CHECKING:  # mlflow costs ~1.3 s to import; only runs that log need it
     from mlflow import MlflowClient
@@ -34,30 +33,27 @@ def mlflow_logger(
     run_name: str | None = None,
     tracking_uri: str | None = None,
     artifact_dir: str | None = None,
-) -> ResilientMLFlowLogger | bool:
+) -> ResilientMLFlowLogger | TrackingOff:
     """Lightning's MLFlowLogger with an explicit artifact location (sqlite stores else use ./mlruns),
-    connected now; False (no tracking, said once) when the store cannot be reached or written."""
+    connected now: when the store cannot be reached or written, ``failed`` says why (said once) and
+    the run goes on untracked."""
     fail_fast_http()
     artifacts = Path(
         artifact_dir or os.environ.get("SHOPFORMER_MLFLOW_ARTIFACTS", DEFAULT_STORE / "artifacts")
     )
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or str(DEFAULT_STORE)
     try:
         artifacts.mkdir(parents=True, exist_ok=True)
         uri = tracking_uri or default_tracking_uri()
-    except OSError as exc:
-        print(
-            f"tracking failed: cannot create the MLflow store ({first_line(exc)}); the run goes on untracked",
-            file=sys.stderr,
-            flush=True,
+        logger = ResilientMLFlowLogger(  # opens the store (an sqlite one creates its tables)
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            artifact_location=artifacts.resolve().as_uri(),
         )
-        return False
-    logger = ResilientMLFlowLogger(
-        experiment_name=experiment_name,
-        run_name=run_name,
-        tracking_uri=uri,
-        artifact_location=artifacts.resolve().as_uri(),
-    ).connect()
-    return active(logger)
+    except Exception as exc:  # any failure of the store: permissions, locks, a broken database
+        return TrackingOff(say_failed(uri, "opening the store", exc))
+    return logger.connect()
 
 
 def git_commit() -> str:

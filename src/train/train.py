@@ -57,7 +57,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     module.shopformer_git_commit = commit
     resume = resume_point(cfg, module.shopformer_config) if trainable else None
 
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    configured_logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = active(configured_logger)  # False when the tracking store failed at start (said once)
     precision = _precision(cfg, module, dm, trainable, resume)
     module.shopformer_precision = precision.chosen
     trainer = _trainer(cfg, logger, trainable, precision.chosen)
@@ -90,8 +91,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         summary.update(
             export_and_publish(cfg, dm, ckpt, run_dir, active(logger), commit, task.bundle_metrics(test))
         )
-    if logger and not active(logger):
-        summary["tracking"] = f"failed: {logger.failed}"
+    if getattr(configured_logger, "failed", None):
+        summary["tracking"] = f"failed: {configured_logger.failed}"
     (run_dir / FINISHED).write_text(json.dumps(summary, indent=1))  # also: this run is not to be resumed
     return summary
 
