@@ -34,7 +34,14 @@ def staged_bundle(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is for readers
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:  # a full disk, a quota, a vanished mount: one line, nothing half-written
+            kept = " (the bundle already there is kept)" if out.exists() else ""
+            raise ExportError(
+                f"{out}: writing the bundle failed: {exc.strerror or exc}"
+                f"{f' ({Path(exc.filename).name})' if exc.filename else ''}; no bundle was written{kept}"
+            ) from None
         if not (tmp / MANIFEST).is_file():
             raise ExportError(f"{out}: the bundle was staged without a manifest")
         move_into_place(tmp, out)

@@ -115,7 +115,10 @@ def export_encoder(
         try:
             torch_export(graph, model, path, inputs, min_len, max_len, opset, outputs)
         except Exception as exc:  # the exporter raises many types; the message is what matters
-            errors.append(first_line(exc.__cause__ or exc))
+            cause = exc.__cause__ or exc
+            if isinstance(cause, OSError):  # the disk, not the graph: the bundle writer says it
+                raise cause from None
+            errors.append(first_line(cause))
             continue
         used = {op.domain: op.version for op in onnx.load(str(path), load_external_data=False).opset_import}
         return EncoderExport(
