@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,44 @@ def mlflow_logger(
     except Exception as exc:  # any failure of the store: permissions, locks, a broken database
         return TrackingOff(say_failed(uri, "opening the store", exc))
     return logger.connect()
+
+
+PACKAGES = (
+    "torch",
+    "lightning",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "hydra-core",
+    "mlflow",
+    "onnx",
+    "onnxruntime",
+    "faiss-cpu",
+)
+
+
+def environment() -> dict[str, str]:
+    """Python, platform, processor and the versions of the packages a run's numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "platform": platform.platform(), "processor": processor()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def processor() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str:
@@ -139,5 +178,9 @@ def log_run_facts(logger: Any, cfg: Any, dm: Any, ckpt: str | None, commit: str)
     client.set_tag(run_id, "model", cfg.model._target_.rsplit(".", 1)[-1])
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     client.log_dict(run_id, dm.data.meta["report"], "dataset_report.json")
+    versions = environment()
+    client.log_dict(run_id, versions, "environment.json")
+    for name in ("python", "torch", "lightning", "numpy"):
+        client.set_tag(run_id, f"version.{name}", versions[name])
     if ckpt:
         client.log_artifact(run_id, ckpt, "checkpoints")

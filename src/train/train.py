@@ -30,7 +30,7 @@ from shopformer.train.precision import FP32, PrecisionChoice, resolve_precision
 from shopformer.train.resilient_logger import active, guarded
 from shopformer.train.resume import AUTO, FINISHED, checkpoint_to_resume, comparable, differences, mode
 from shopformer.train.task import Task
-from shopformer.train.tracking import git_commit, log_run_facts
+from shopformer.train.tracking import environment, git_commit, log_run_facts
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
@@ -93,7 +93,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         )
     if getattr(configured_logger, "failed", None):
         summary["tracking"] = f"failed: {configured_logger.failed}"
-    (run_dir / FINISHED).write_text(json.dumps(summary, indent=1))  # also: this run is not to be resumed
+    record = {**summary, "git_commit": commit, "environment": environment()}
+    (run_dir / FINISHED).write_text(json.dumps(record, indent=1))  # also: this run is not to be resumed
     return summary
 
 

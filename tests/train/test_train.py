@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import mlflow
 from shopformer.train.evaluate import evaluate
@@ -34,7 +35,15 @@ def test_run_is_tracked_in_mlflow(sasrec_run, mlflow_store):
     assert row["params.model._target_"] == "shopformer.models.sasrec.SASRec"
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
-    assert {"config.yaml", "checkpoints"} <= artifacts
+    assert {"config.yaml", "checkpoints", "environment.json"} <= artifacts
+    versions = (
+        client.load_dict(f"runs:/{summary['run_id']}/environment.json")
+        if hasattr(client, "load_dict")
+        else None
+    )
+    assert row["tags.version.torch"] == torch.__version__ and (
+        versions is None or versions["torch"] == torch.__version__
+    )
     history = client.get_metric_history(summary["run_id"], "val/ndcg_10")
     assert len(history) == 2  # one value per epoch
 
