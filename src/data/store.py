@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,14 +135,25 @@ class ProcessedDataset:
 
     @classmethod
     def load(cls, directory: Path) -> ProcessedDataset:
-        columns = pq.read_table(directory / EVENTS_FILE)
+        """A cached dataset: Parquet and JSON only; a file that is neither (a pickle, say) is refused."""
+        columns = _read_cache_file(directory / EVENTS_FILE, pq.read_table)
         arrays = {name: columns.column(name).to_numpy() for name in columns.column_names}
         return cls(
             **arrays,
-            sequence_keys=pd.read_parquet(directory / KEYS_FILE),
-            item_vocab=pd.read_parquet(directory / VOCAB_FILE),
-            meta=json.loads((directory / META_FILE).read_text()),
+            sequence_keys=_read_cache_file(directory / KEYS_FILE, pd.read_parquet),
+            item_vocab=_read_cache_file(directory / VOCAB_FILE, pd.read_parquet),
+            meta=_read_cache_file(directory / META_FILE, lambda path: json.loads(path.read_text())),
         )
+
+
+def _read_cache_file(path: Path, read: Callable[[Path], Any]) -> Any:
+    try:
+        return read(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # JSON/Unicode errors are ValueErrors
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: not a dataset cache file shopformer wrote ({first}); delete {path.parent} to rebuild it"
+        ) from None
 
 
 def build(spec: DatasetSpec) -> ProcessedDataset:
