@@ -1,13 +1,19 @@
-"""A one-line-per-epoch summary, readable in logs where a progress bar is not."""
+"""Callbacks of every run: a one-line-per-epoch summary (readable in logs where a progress bar is not),
+an EMA of the weights sized to the planned steps, time to a target metric."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from torch import Tensor
+
+from shopformer.errors import ConfigError
 
 
 class EpochSummary(L.Callback):
@@ -48,6 +54,46 @@ def detach_weight_averaging(trainer: L.Trainer) -> None:
     the raw weights (``current_model_state``) into the module for ``trainer.test``.
     """
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+
+
+def planned_decay(decay: float, planned_steps: float, window: float = 0.1) -> float:
+    """``decay``, lowered so that the average spans at most ``window`` of ``planned_steps``.
+
+    An EMA with decay ``d`` averages over about ``1 / (1 - d)`` steps: 0.99 over 100. A run of 75
+    steps would otherwise end with the average mostly its first weights."""
+    if not math.isfinite(planned_steps) or planned_steps <= 0:
+        return decay
+    return max(0.0, min(decay, 1.0 - 1.0 / (window * planned_steps)))
+
+
+class PlannedEMA(WeightAveraging):
+    """An exponential moving average of the weights (as Lightning's ``EMAWeightAveraging``: updated
+    after every optimiser step; validation, checkpoints and test use the averaged weights) whose
+    decay fits the run: at fit start ``decay`` is lowered to :func:`planned_decay` of the trainer's
+    planned steps (``trainer.estimated_stepping_batches``) when the run is too short for it."""
+
+    def __init__(self, decay: float = 0.999, window: float = 0.1, device: str | None = None) -> None:
+        if not 0.0 < decay < 1.0 or not 0.0 < window <= 1.0:
+            raise ConfigError(
+                f"callbacks.ema: decay must be in (0, 1) and window in (0, 1], got {decay}, {window}"
+            )
+        self.decay, self.window, self.effective_decay = decay, window, decay
+        super().__init__(device=device, avg_fn=self.update)
+
+    @torch.no_grad()
+    def update(self, averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        """One EMA step (the arithmetic of Lightning's ``get_ema_avg_fn``)."""
+        return self.effective_decay * averaged + (1 - self.effective_decay) * current
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        planned = trainer.estimated_stepping_batches
+        self.effective_decay = planned_decay(self.decay, planned, self.window)
+        if self.effective_decay < self.decay and trainer.is_global_zero:
+            print(
+                f"ema: decay {self.decay} -> {self.effective_decay:.4f} ({planned} planned steps; the "
+                f"average spans at most {self.window:.0%} of them)",
+                flush=True,
+            )
 
 
 class TimeToTarget(L.Callback):
