@@ -24,6 +24,7 @@ from shopformer.train.base_module import TrainingModule
 from shopformer.train.callbacks import detach_weight_averaging
 from shopformer.train.checkpoint import load_checkpoint
 from shopformer.train.config import CONF_DIR, build_datamodule, build_model, build_task, flat
+from shopformer.train.convergence import convergence_summary
 from shopformer.train.export import export_and_publish
 from shopformer.train.precision import AUTO as AUTO_PRECISION
 from shopformer.train.precision import FP32, PrecisionChoice, resolve_precision
@@ -82,6 +83,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         **task.report(module, dm, test, run_dir),
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
+        **convergence_summary(trainer),  # "converged": false when the budget ran out while still improving
         "precision": precision.chosen,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
