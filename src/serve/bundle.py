@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shopformer.errors import UserError
@@ -94,6 +95,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise BundleError(f"bundle {directory}: no {MANIFEST} (not a bundle directory, or incomplete)")
+    bundle_file(Path(directory), MANIFEST)  # not a link out of the bundle
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -110,27 +112,65 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def verify_bundle(directory: str | os.PathLike) -> dict[str, Any]:
-    """The manifest, once every file it lists exists with the recorded size and sha256."""
+    """The manifest, once every file it lists is a plain file of the bundle (no path, no link out of
+    the directory) with the recorded size and sha256."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"bundle {directory}: no such directory")
     manifest = read_manifest(directory)
     files = manifest["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"bundle {directory}: manifest 'files' must map file names to hashes")
     for name in REQUIRED_FILES:
         if name not in files:
             raise BundleError(f"bundle {directory}: manifest lists no {name}")
     for name, entry in files.items():
-        path = directory / name
-        if Path(name).name != name:
-            raise BundleError(f"bundle {directory}: manifest names a file outside the bundle: {name!r}")
-        if not path.is_file():
-            raise BundleError(f"bundle {directory}: {name} is missing (the bundle is incomplete)")
+        path = bundle_file(directory, name)
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _is_count(entry.get("bytes"))
+        ):
+            raise BundleError(
+                f"bundle {directory}: manifest entry of {name} needs 'sha256' and 'bytes', got {entry!r}"
+            )
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise BundleError(
                 f"bundle {directory}: {name} does not match its sha256 in {MANIFEST} "
                 "(changed or truncated after export); re-export the bundle"
             )
+    for key in ("n_items", "dim", "max_len"):
+        if not _is_count(manifest[key]) or manifest[key] < 1:
+            raise BundleError(
+                f"bundle {directory}: manifest {key} must be a positive integer, got {manifest[key]!r}"
+            )
     return manifest
+
+
+def bundle_file(directory: Path, name: Any) -> Path:
+    """``directory / name`` for a plain file name that stays inside the bundle; BundleError for a
+    path (``../x``, ``/etc/passwd``, ``sub/x``), a link that leads out of the bundle, or no file."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or Path(name).name != name
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise BundleError(f"bundle {directory}: manifest names a file outside the bundle: {name!r}")
+    path = directory / name
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        raise BundleError(
+            f"bundle {directory}: {name} is a symbolic link out of the bundle (to {path.resolve()}); "
+            "a bundle holds its own files"
+        )
+    if not path.is_file():
+        raise BundleError(f"bundle {directory}: {name} is missing (the bundle is incomplete)")
+    return path
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True)
@@ -153,25 +193,39 @@ class BundleFiles:
 
 
 def open_bundle(directory: str | os.PathLike) -> BundleFiles:
-    """Verify ``directory`` and load its item table and vocabulary."""
+    """Verify ``directory`` and load its item table and vocabulary (never unpickling anything)."""
     directory = Path(directory)
     manifest = verify_bundle(directory)
-    try:
-        items = np.load(directory / ITEMS, allow_pickle=False)
-    except ValueError as exc:
-        raise BundleError(f"bundle {directory}: {ITEMS} is not a plain array ({exc})") from None
-    n_items, dim = int(manifest["n_items"]), int(manifest["dim"])
+    items = _load_items(directory)
+    n_items, dim = manifest["n_items"], manifest["dim"]
     if items.dtype != np.float32 or items.shape != (n_items, dim):
         raise BundleError(
             f"bundle {directory}: {ITEMS} is {items.dtype} {items.shape}, "
             f"manifest says float32 ({n_items}, {dim})"
         )
-    vocab = pq.read_table(directory / VOCAB).to_pandas()
+    try:
+        vocab = pq.read_table(directory / VOCAB).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise BundleError(f"bundle {directory}: {VOCAB} is not a readable Parquet file ({exc})") from None
     if "item" not in vocab or "item_id" not in vocab:
         raise BundleError(f"bundle {directory}: {VOCAB} needs columns 'item' and 'item_id'")
     if len(vocab) != n_items - 1 or not np.array_equal(vocab["item"].to_numpy(), np.arange(1, n_items)):
         raise BundleError(f"bundle {directory}: {VOCAB} must list internal ids 1..{n_items - 1} in order")
     return BundleFiles(directory, manifest, items, vocab)
+
+
+def _load_items(directory: Path) -> np.ndarray:
+    """``items.npy`` as a plain array: a pickle, an object array or an ``.npz`` archive is refused."""
+    try:
+        items = np.load(directory / ITEMS, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BundleError(
+            f"bundle {directory}: {ITEMS} is not a plain .npy array ({exc}); bundles hold no pickles"
+        ) from None
+    if not isinstance(items, np.ndarray):  # np.load opens a zip archive (.npz) too
+        items.close()
+        raise BundleError(f"bundle {directory}: {ITEMS} is an archive, not a plain .npy array")
+    return items
 
 
 def _json_default(value: Any) -> Any:
