@@ -570,24 +570,47 @@ def request_bodies(setup: Setup, n: int = 2000) -> list[bytes]:
 
 @dataclass
 class LoadResult:
+    """Per answered request: latency and (open loop) how late the client sent it; counts and CPU."""
+
     latencies_ms: list[float] = field(default_factory=list)
+    late_ms: list[float] = field(default_factory=list)  # actual send time - scheduled send time
+    offsets_s: list[float] = field(default_factory=list)  # scheduled send time - start of the run
     errors: int = 0
     first_error: str = ""
     started: float = 0.0
     finished: float = 0.0
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0  # every other process of the machine meanwhile
+
+    def note(self, scheduled: float, sent: float, done: float) -> None:
+        self.latencies_ms.append((done - scheduled) * 1e3)
+        self.late_ms.append((sent - scheduled) * 1e3)
+        self.offsets_s.append(scheduled - self.started)
+
+    def worst(self, n: int = 5) -> str:
+        """The ``n`` slowest requests: when they were due, latency and send lateness."""
+        order = np.argsort(self.latencies_ms)[::-1][:n]
+        return ", ".join(
+            f"t={self.offsets_s[i]:.2f}s {self.latencies_ms[i]:.1f} ms (sent {self.late_ms[i]:.1f} ms late)"
+            for i in order
+        )
 
 
 class Schedule:
     """Hands out request slots until ``total`` are taken or ``seconds`` pass; with ``rate``, each slot
-    has a send time (open loop), else it is sent at once (closed loop)."""
+    has a send time (open loop), else it is sent at once (closed loop). The clock starts at
+    :meth:`begin` (the clients call it once their connections are open)."""
 
     def __init__(self, total: int, seconds: float, rate: float | None) -> None:
-        self.total, self.rate, self.taken = total, rate, 0
-        self.start = time.perf_counter()
-        self.deadline = self.start + seconds
+        self.total, self.seconds, self.rate, self.taken = total, seconds, rate, 0
         self.lock = threading.Lock()
+        self.begin()
+
+    def begin(self) -> float:
+        self.start = time.perf_counter()
+        self.deadline = self.start + self.seconds
+        return self.start
 
     def take(self) -> tuple[int, float] | None:
         with self.lock:
@@ -599,16 +622,19 @@ class Schedule:
 
 
 def threaded_client(
-    port: int, bodies: list[bytes], schedule: Schedule, result: LoadResult, lock: threading.Lock
+    conn: http.client.HTTPConnection,
+    bodies: list[bytes],
+    schedule: Schedule,
+    result: LoadResult,
+    lock: threading.Lock,
 ) -> None:
-    """One client: a keep-alive connection, POST /recommend until the schedule runs out."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    latencies, errors, first = [], 0, ""
+    """One client: a keep-alive connection (already open), POST /recommend until the schedule runs out."""
+    mine, errors, first = LoadResult(started=result.started), 0, ""
     while (slot := schedule.take()) is not None:
         i, send_at = slot
         if (wait := send_at - time.perf_counter()) > 0:
             time.sleep(wait)
-        started = send_at if schedule.rate else time.perf_counter()
+        sent = time.perf_counter()
         try:
             conn.request("POST", "/recommend", bodies[i % len(bodies)], HEADERS)
             response = conn.getresponse()
@@ -618,40 +644,47 @@ def threaded_client(
                 first = f"HTTP {response.status}: {payload[:200]!r}"
         except (OSError, http.client.HTTPException) as exc:
             ok, first = False, first or f"{type(exc).__name__}: {exc}"
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        latencies.append((time.perf_counter() - started) * 1e3)
+            conn.close()  # http.client reconnects on the next request
+        mine.note(send_at if schedule.rate else sent, sent, time.perf_counter())
         errors += not ok
     conn.close()
     with lock:
-        result.latencies_ms += latencies
+        result.latencies_ms += mine.latencies_ms
+        result.late_ms += mine.late_ms
+        result.offsets_s += mine.offsets_s
         result.errors += errors
         result.first_error = result.first_error or first
 
 
-async def async_client(port: int, bodies: list[bytes], schedule: Schedule, result: LoadResult) -> None:
-    """One client on the event loop: a keep-alive connection, raw HTTP/1.1 POSTs until the schedule runs
-    out. A few dozen microseconds of CPU per request, so the generator takes little from the server."""
-    import asyncio
-
-    requests = [
+def raw_requests(bodies: list[bytes]) -> list[bytes]:
+    """Each body as one raw HTTP/1.1 keep-alive POST /recommend."""
+    return [
         b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
         for body in bodies
     ]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+
+async def async_client(
+    connection: tuple[Any, Any], requests: list[bytes], schedule: Schedule, result: LoadResult
+) -> None:
+    """One client on the event loop: an open keep-alive connection, raw HTTP/1.1 POSTs until the schedule
+    runs out. A few dozen microseconds of CPU per request, so the generator takes little from the server."""
+    import asyncio
+
+    reader, writer = connection
     try:
         while (slot := schedule.take()) is not None:
             i, send_at = slot
             if (wait := send_at - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
-            started = send_at if schedule.rate else time.perf_counter()
+            sent = time.perf_counter()
             writer.write(requests[i % len(requests)])
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
             payload = await reader.readexactly(length)
-            result.latencies_ms.append((time.perf_counter() - started) * 1e3)
+            result.note(send_at if schedule.rate else sent, sent, time.perf_counter())
             if head[9:12] != b"200":
                 result.errors += 1
                 result.first_error = result.first_error or f"{head[:12]!r}: {payload[:200]!r}"
@@ -660,6 +693,43 @@ async def async_client(port: int, bodies: list[bytes], schedule: Schedule, resul
         result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
     finally:
         writer.close()
+
+
+def run_asyncio(port: int, clients: int, bodies: list[bytes], schedule: Schedule, result: LoadResult) -> None:
+    """Build the raw requests and open every connection, then start the clock and run one
+    :func:`async_client` per connection (nothing the client prepares counts as latency)."""
+    import asyncio
+
+    requests = raw_requests(bodies)
+
+    async def run_all() -> None:
+        opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(clients)))
+        result.started = schedule.begin()
+        await asyncio.gather(*(async_client(c, requests, schedule, result) for c in opened))
+
+    asyncio.run(run_all())
+
+
+def run_threads(port: int, clients: int, bodies: list[bytes], schedule: Schedule, result: LoadResult) -> None:
+    """Open every connection, then start the clock and run one :func:`threaded_client` thread each."""
+    lock, conns = threading.Lock(), []
+    for _ in range(clients):
+        conns.append(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        conns[-1].connect()
+    result.started = schedule.begin()
+    threads = [
+        threading.Thread(target=threaded_client, args=(c, bodies, schedule, result, lock)) for c in conns
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds every process of this machine has spent (all of /proc/stat's busy time)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def load_test(
@@ -673,35 +743,23 @@ def load_test(
     client: str = "asyncio",
 ) -> LoadResult:
     """``clients`` connections sending ``requests`` requests at most, for ``seconds`` at most; also the
-    CPU time the server's processes and this (client) process spent meanwhile. ``client``: ``asyncio``
-    (one event loop, raw HTTP/1.1) or ``threads`` (one ``http.client`` thread per connection)."""
-    import asyncio
-
-    result, lock = LoadResult(), threading.Lock()
+    CPU time the server's processes, this (client) process and everything else spent meanwhile.
+    ``client``: ``asyncio`` (one event loop, raw HTTP/1.1) or ``threads`` (one ``http.client`` thread
+    per connection). Latency counts from the scheduled send time (open loop; no coordinated omission),
+    and ``late_ms`` says how late this client sent each request: a late client shows up there."""
+    result = LoadResult()
     schedule = Schedule(requests, seconds, rate)  # shared by all clients
-    rotated = [bodies[c:] + bodies[:c] for c in range(clients)]
-    server_cpu, client_cpu = group_cpu_seconds(server.pid), time.process_time()
+    server_cpu, client_cpu, busy = group_cpu_seconds(server.pid), time.process_time(), busy_cpu_seconds()
     gc.collect()
     gc.disable()  # a full collection of this process would show up as server latency
-    result.started = time.perf_counter()
-    if client == "asyncio":
-
-        async def run_all() -> None:
-            await asyncio.gather(*(async_client(port, b, schedule, result) for b in rotated))
-
-        asyncio.run(run_all())
-    else:
-        threads = [
-            threading.Thread(target=threaded_client, args=(port, b, schedule, result, lock)) for b in rotated
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    try:
+        (run_asyncio if client == "asyncio" else run_threads)(port, clients, bodies, schedule, result)
+    finally:
+        gc.enable()
     result.finished = time.perf_counter()
-    gc.enable()
     result.server_cpu_s = group_cpu_seconds(server.pid) - server_cpu
     result.client_cpu_s = time.process_time() - client_cpu
+    result.other_cpu_s = max(0.0, busy_cpu_seconds() - busy - result.server_cpu_s - result.client_cpu_s)
     return result
 
 
@@ -712,60 +770,56 @@ def http_row(server: str, mode: str, clients: int, result: LoadResult) -> list[A
     throughput = n / seconds if seconds > 0 else 0.0
     errors = f"{result.errors}" + (f" ({result.first_error})" if result.first_error else "")
     floor = f"{clients / throughput * 1e3:.1f}" if mode == "closed loop" and throughput else "-"
+    late = "-"
+    if mode != "closed loop" and n:
+        late = f"{np.percentile(result.late_ms, 99):.1f} / {max(result.late_ms):.1f}"
     cpu = f"{result.server_cpu_s / max(n, 1) * 1e3:.2f} / {result.client_cpu_s / max(n, 1) * 1e3:.2f}"
-    numbers = [f"{seconds:.1f}", f"{throughput:.0f}", f"{p50:.1f}", f"{p99:.1f}", floor, cpu]
+    others = f"{result.other_cpu_s / seconds:.2f}" if seconds > 0 else "-"
+    numbers = [f"{seconds:.1f}", f"{throughput:.0f}", f"{p50:.1f}", f"{p99:.1f}", floor, late, cpu, others]
     return [server, mode, clients, n, *numbers, errors]
 
 
-def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
-    """Per server variant: closed loop at ``--http-clients`` clients; for the CLI server also 1 client
-    (service time) and an open loop at half the closed-loop rate (or ``--http-rate``)."""
-    bodies = request_bodies(setup)
-    rows = []
-    for key in args.servers:
-        spec = SERVERS[key]
-        name = f"{spec.name}, threads={args.server_threads}"
-        log(f"HTTP: starting {name}")
-        server, port = start_server(spec, setup.bundle, args.server_threads)
-        try:
-            load_test(
-                server, port, bodies, 4, 100, 30.0, client=args.client
-            )  # warm-up: sessions, thread pool, allocator
-            if spec.workers == 1:
-                log("HTTP: 1 client")
-                one = load_test(
-                    server,
-                    port,
-                    bodies,
-                    1,
-                    min(500, args.http_requests),
-                    args.http_seconds / 3,
-                    client=args.client,
-                )
-                rows.append(http_row(name, "closed loop", 1, one))
-            log(f"HTTP: {args.http_clients} clients, closed loop")
-            closed = load_test(
-                server,
-                port,
-                bodies,
-                args.http_clients,
-                args.http_requests,
-                args.http_seconds,
-                client=args.client,
+def server_rows(key: str, setup: Setup, bodies: list[bytes], args: argparse.Namespace) -> list[list[Any]]:
+    """One server variant: 1 client (single worker), ``--http-clients`` closed loop, and an open loop at
+    half the closed-loop rate (or ``--http-rate``) when ``key`` is in ``--open-loop``."""
+    spec, rows = SERVERS[key], []
+    name = f"{spec.name}, threads={args.server_threads}"
+    log(f"HTTP: starting {name}")
+    server, port = start_server(spec, setup.bundle, args.server_threads)
+
+    def run(clients: int, requests: int, seconds: float, rate: float | None = None) -> LoadResult:
+        return load_test(server, port, bodies, clients, requests, seconds, rate, args.client)
+
+    try:
+        run(4, 100, 30.0)  # warm-up: sessions, thread pool, allocator
+        if spec.workers == 1:
+            log("HTTP: 1 client")
+            rows.append(
+                http_row(name, "closed loop", 1, run(1, min(500, args.http_requests), args.http_seconds / 3))
             )
-            rows.append(http_row(name, "closed loop", args.http_clients, closed))
-            if key == "cli":
-                measured = len(closed.latencies_ms) / (closed.finished - closed.started)
-                rate = args.http_rate or max(1.0, round(0.5 * measured))
-                log(f"HTTP: {args.http_clients} clients, open loop at {rate:.0f} req/s")
-                seconds = args.http_seconds / 2
-                opened = load_test(
-                    server, port, bodies, args.http_clients, int(rate * seconds), seconds, rate, args.client
-                )
-                rows.append(http_row(name, f"open loop, {rate:.0f} req/s offered", args.http_clients, opened))
-        finally:
-            stop_server(server)
+        log(f"HTTP: {args.http_clients} clients, closed loop")
+        closed = run(args.http_clients, args.http_requests, args.http_seconds)
+        rows.append(http_row(name, "closed loop", args.http_clients, closed))
+        if key in args.open_loop:
+            measured = len(closed.latencies_ms) / (closed.finished - closed.started)
+            rate = args.http_rate or max(1.0, round(0.5 * measured))
+            log(
+                f"HTTP: {args.http_clients} clients, open loop at {rate:.0f} req/s "
+                f"(load average {os.getloadavg()[0]:.1f})"
+            )
+            seconds = args.http_seconds / 2
+            opened = run(args.http_clients, int(rate * seconds), seconds, rate)
+            log(f"HTTP: slowest open-loop requests: {opened.worst()}")
+            rows.append(http_row(name, f"open loop, {rate:.0f} req/s offered", args.http_clients, opened))
+    finally:
+        stop_server(server)
     return rows
+
+
+def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
+    """The rows of every server variant in ``--servers``."""
+    bodies = request_bodies(setup)
+    return [row for key in args.servers for row in server_rows(key, setup, bodies, args)]
 
 
 def http_stack() -> str:
@@ -808,6 +862,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--servers", nargs="+", default=["cli", "unbatched", "workers2"], choices=list(SERVERS)
     )
     parser.add_argument(
+        "--open-loop",
+        nargs="*",
+        default=["cli", "workers2"],
+        choices=list(SERVERS),
+        help="servers also measured in an open loop at half their closed-loop rate (default cli workers2)",
+    )
+    parser.add_argument(
         "--client", default="asyncio", choices=["asyncio", "threads"], help="load generator (default asyncio)"
     )
     parser.add_argument("--server-threads", type=int, default=1, help="onnxruntime intra-op threads (server)")
@@ -842,6 +903,7 @@ HTTP_COLUMNS = [
     "p50 ms",
     "p99 ms",
     "clients / req/s ms",
+    "send late p99 / max ms",
 ]
 
 
@@ -874,7 +936,8 @@ def run_sections(setup: Setup, args: argparse.Namespace) -> None:
             args.client
         ]
         print(f"{http_stack()}; client: {how}, keep-alive connections, same machine\n")
-        print(table([*HTTP_COLUMNS, "CPU ms / req server / client", "errors"], rows), flush=True)
+        columns = [*HTTP_COLUMNS, "CPU ms / req server / client", "other processes, cores", "errors"]
+        print(table(columns, rows), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
