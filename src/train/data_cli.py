@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from shopformer.data.stats import dataset_stats, format_row, format_stats
 from shopformer.errors import exit_on_user_error
 from shopformer.train.config import CONF_DIR, build_datamodule
+from shopformer.train.quiet import quiet_libraries
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -47,6 +48,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    quiet_libraries()
     _hydra_main()
 
 

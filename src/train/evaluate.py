@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from shopformer.errors import ConfigError, exit_on_user_error
 from shopformer.train.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule, build_task
+from shopformer.train.quiet import quiet_libraries
 
 PROTOCOLS = {"all_items": False, "exclude_seen": True}
 
@@ -64,6 +65,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    quiet_libraries()
     _hydra_main()
 
 

@@ -18,6 +18,7 @@ from shopformer.train.bundle_export import eval_histories, export_bundle
 from shopformer.train.bundle_writer import check_target
 from shopformer.train.checkpoint import best_score, checkpoint_config, load_checkpoint, restore_model
 from shopformer.train.config import CONF_DIR, build_datamodule, build_task
+from shopformer.train.quiet import quiet_libraries
 from shopformer.train.resilient_logger import guarded
 from shopformer.train.tracking import publish_bundle
 
@@ -154,6 +155,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    quiet_libraries()
     _hydra_main()
 
 

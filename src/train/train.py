@@ -28,6 +28,7 @@ from shopformer.train.convergence import convergence_summary
 from shopformer.train.export import export_and_publish
 from shopformer.train.precision import AUTO as AUTO_PRECISION
 from shopformer.train.precision import FP32, PrecisionChoice, resolve_precision
+from shopformer.train.quiet import quiet_libraries
 from shopformer.train.resilient_logger import active, guarded
 from shopformer.train.resume import AUTO, FINISHED, checkpoint_to_resume, comparable, differences, mode
 from shopformer.train.task import Task
@@ -175,6 +176,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    quiet_libraries()
     _hydra_main()
 
 
