@@ -70,7 +70,11 @@ def sniff_separator(path: Path) -> str:
     text = _head_text(path)
     best, best_rank = ",", (False, 1)
     for candidate in SNIFFED:
-        widths = [len(row) for row in csv.reader(io.StringIO(text), delimiter=candidate) if row]
+        try:
+            rows = csv.reader(io.StringIO(text, newline=""), delimiter=candidate)
+            widths = [len(row) for row in rows if row]
+        except csv.Error:  # e.g. a bare carriage return inside a field: not this separator's file
+            continue
         if not widths or widths[0] < 2:
             continue
         rank = (all(w == widths[0] for w in widths[1:]), widths[0])
@@ -115,12 +119,18 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 
 
 def read_table(path: Path, *, sep: str = ",", header: bool = True, names=None) -> pd.DataFrame:
-    """A file of a known layout with typed columns, recording how to name rows in errors."""
+    """A file of a known layout with typed columns, recording how to name rows in errors.
+
+    Quotes are plain characters here: these formats never quote, and a stray ``"`` must not
+    silently join lines into one field.
+    """
     if is_parquet(path):
         df = _read_parquet(path)
         df.attrs.update(row_offset=1, row_word="row")
         return df
-    df = _read_csv(path, sep=sep, header=0 if header else None, names=names, low_memory=False)
+    df = _read_csv(
+        path, sep=sep, header=0 if header else None, names=names, low_memory=False, quoting=csv.QUOTE_NONE
+    )
     df.attrs.update(row_offset=2 if header else 1, row_word="line")
     return df
 

@@ -98,10 +98,12 @@ class TabularSource(EventSource):
     def files(self) -> list[Path]:
         if not self.path:
             raise DataValidationError("data.path is not set: pass data.path=FILE (CSV or Parquet)")
-        paths = [self._resolve(self.path)]
-        if self.items_path:
-            paths.append(self._resolve(self.items_path))
-        return paths
+        return [self._own_file(p) for p in (self.path, self.items_path) if p]
+
+    def _own_file(self, path: str) -> Path:
+        """A relative path is looked up in the current directory first, then under the data root."""
+        here = Path(path).expanduser()
+        return here.resolve() if here.is_file() else self._resolve(path)
 
     def load(self) -> EventTable:
         files = self.files()
@@ -136,12 +138,12 @@ def _require_event_columns(df: pd.DataFrame, origin: str) -> None:
         else f"Read as {separator_name(sep)}-separated; if that is wrong, set "
         "data.source.sep=comma|semicolon|tab|pipe, and map columns with data.columns.<name>=COLUMN"
     )
-    missing = [c for c in (ITEM_ID, TIMESTAMP) if c not in df.columns]
+    missing = [f"'{c}'" for c in (ITEM_ID, TIMESTAMP) if c not in df.columns]
     if USER_ID not in df.columns and SESSION_ID not in df.columns:
-        missing.append(f"{USER_ID}' (or '{SESSION_ID}")
+        missing.append(f"'{USER_ID}' or '{SESSION_ID}'")
     if missing:
         have = shown_names(df.attrs.get("file_has", df.columns))
-        message = f"{origin}: missing column '{missing[0]}' (file has: {have}). {hint}"
+        message = f"{origin}: missing column {missing[0]} (file has: {have}). {hint}"
         raise DataValidationError(message.strip())
 
 

@@ -18,7 +18,8 @@ from shopformer.data.row_errors import DataValidationError, column_error, is_tex
 MAX_TIMESTAMP = 4_102_444_800
 TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 AUTO = "auto"
-EPOCH = pd.Timestamp(0, tz="UTC")
+# The longest date-time text worth parsing ("2024-01-01T00:00:00.000000000+00:00" is 35).
+MAX_DATETIME_CHARS = 64
 
 
 def sniff_unit(values: np.ndarray) -> str:
@@ -48,7 +49,7 @@ def parse_timestamps(
     if null.any():
         raise column_error(origin, "timestamp", "has empty timestamps", raw, null, attrs)
     if pd.api.types.is_datetime64_any_dtype(raw):
-        seconds, used = _datetime_seconds(raw), unit
+        seconds, used = _datetime_seconds(raw), None
     elif pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         seconds, used = _numeric_seconds(raw, unit)
     else:
@@ -65,14 +66,14 @@ def parse_timestamps(
             bad = parsed.isna().to_numpy()
             if bad.any():
                 raise column_error(origin, "timestamp", "has unparseable timestamps", raw, bad, attrs)
-            seconds, used = _datetime_seconds(parsed), unit
+            seconds, used = _datetime_seconds(parsed), None
     out_of_range = ~np.isfinite(seconds) | (seconds < 0) | (seconds > MAX_TIMESTAMP)
     if out_of_range.any():
-        read_as = f"timestamp_unit={unit!r}" + (f" read them as {used!r}" if used != unit else "")
-        raise column_error(
-            origin, "timestamp", f"has times outside 1970..2100 ({read_as}; is that right?)", raw,
-            out_of_range, attrs,
-        )  # fmt: skip
+        problem = "has times outside 1970..2100"
+        if used is not None:  # numbers: most likely the wrong unit
+            read_as = f"timestamp_unit={unit!r}" + (f" read them as {used!r}" if used != unit else "")
+            problem += f" ({read_as}; is that right?)"
+        raise column_error(origin, "timestamp", problem, raw, out_of_range, attrs)
     return pd.Series(seconds.astype("int64"), index=raw.index)
 
 
@@ -89,10 +90,17 @@ def _numeric_seconds(values: pd.Series, unit: str) -> tuple[np.ndarray, str]:
 
 
 def _parse_datetimes(text: pd.Series) -> pd.Series:
+    """Date-times (NaT where unparseable); cells too long to be one are never handed to the parser,
+    whose time grows with the square of a cell's length (a 1 MB cell would take minutes)."""
+    plausible = text.str.len() <= MAX_DATETIME_CHARS
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+    if not plausible.any():
+        return parsed
     try:
-        return pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+        values = pd.to_datetime(text[plausible], errors="coerce", utc=True, format="mixed")
     except (ValueError, OverflowError):  # a value the parser cannot even coerce: one at a time
-        return text.map(_parse_one)
+        values = text[plausible].map(_parse_one)
+    return values.reindex(text.index) if plausible.all() else values.reindex(text.index, fill_value=pd.NaT)
 
 
 def _parse_one(value: str) -> pd.Timestamp:
@@ -103,10 +111,12 @@ def _parse_one(value: str) -> pd.Timestamp:
 
 
 def _datetime_seconds(values: pd.Series) -> np.ndarray:
-    if values.dt.tz is None:
-        values = values.dt.tz_localize("UTC")
-    # Whole seconds since the epoch at any resolution (no overflow for far-future dates).
-    return ((values.dt.tz_convert("UTC") - EPOCH) // pd.Timedelta(seconds=1)).to_numpy(dtype="float64")
+    """Whole seconds since the epoch, at the values' own resolution (far-future dates do not overflow)."""
+    if values.dt.tz is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    ticks = values.to_numpy().astype("int64")
+    per_second = TIMESTAMP_UNITS[np.datetime_data(values.dtype)[0]]
+    return np.floor_divide(ticks, per_second).astype("float64")
 
 
 def parse_order(
