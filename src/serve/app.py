@@ -1,7 +1,9 @@
 """The HTTP API (FastAPI): recommend, batch, similar items, journey scores, health, metadata, metrics, reload.
 
 Every bad request is answered 4xx with ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``
-naming the field; anything unexpected is logged and answered 500 as JSON. ``POST /recommend`` goes
+naming the field; anything unexpected is logged and answered 500 as JSON with an error id (no
+exception text, no traceback); a body over ``max_body_bytes`` is 413 before it is parsed. No CORS
+headers are sent: a browser page of another origin cannot call the service. ``POST /recommend`` goes
 through a dynamic batcher (concurrent sessions share one encoder run and one index search; see
 :mod:`shopformer.serve.micro_batching`; ``batching="off"`` answers each alone). The other endpoints are
 plain ``def`` functions, which FastAPI runs in its thread pool (onnxruntime and FAISS release the GIL).
@@ -19,18 +21,20 @@ import hmac
 import logging
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from shopformer import __version__
 from shopformer.errors import RequestError
 from shopformer.serve.bundle import BundleError
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
-from shopformer.serve.micro_batching import SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
+from shopformer.serve.limits import MAX_BODY_BYTES, BodyLimitMiddleware
+from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
 from shopformer.serve.prometheus import MetricsMiddleware, ServingMetrics
 from shopformer.serve.recommender import Recommendation, Recommender
 from shopformer.serve.schemas import (
@@ -44,11 +48,17 @@ from shopformer.serve.schemas import (
     RecommendOut,
     ReloadIn,
     SimilarIn,
+    error_responses,
 )
 from shopformer.serve.shared_reload import SharedSource, follow
 
 ADMIN_TOKEN_ENV = "SHOPFORMER_ADMIN_TOKEN"
 log = logging.getLogger("shopformer.serve")
+# What each route can answer besides 200, as the OpenAPI spec documents it.
+REQUEST_ERRORS = error_responses(422)
+JOURNEY_ERRORS = error_responses(404, 422)
+SERVICE_ERRORS = error_responses()
+ADMIN_ERRORS = error_responses(401, 403, 409, 422)
 
 
 class ModelSlot:
@@ -69,6 +79,8 @@ def create_app(
     cache_dir: str | os.PathLike | None = None,
     batching: str = "loop",
     max_batch: int = 64,
+    max_wait_ms: float = MAX_WAIT_MS,
+    max_body_bytes: int = MAX_BODY_BYTES,
     shared_reload: str | os.PathLike | None = None,
     follow_interval: float = 1.0,
 ) -> FastAPI:
@@ -77,8 +89,10 @@ def create_app(
     ``admin_token`` defaults to ``$SHOPFORMER_ADMIN_TOKEN``; empty or unset disables reload.
     The thread and cache options also apply to bundles loaded by reload. ``batching`` (``loop``,
     ``thread`` or ``off``) answers concurrent ``/recommend`` requests together, up to ``max_batch``
-    sessions per encoder run. ``shared_reload``: a file through which the worker processes of one
-    service follow each other's reloads (checked every ``follow_interval`` seconds).
+    sessions per encoder run; while busy, a batch waits up to ``max_wait_ms`` for company (see
+    :class:`~shopformer.serve.micro_batching.Pacer`). ``shared_reload``: a file through which the
+    worker processes of one service follow each other's reloads (checked every ``follow_interval``
+    seconds). A request body over ``max_body_bytes`` is answered 413 before it is parsed.
     """
     if batching not in SETTINGS:
         raise ValueError(f"batching must be one of {SETTINGS}, got {batching!r}")
@@ -109,11 +123,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.slot, app.state.metrics = slot, metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
     _add_error_handlers(app)
     batcher = None
     if batching != "off":
-        batcher = make_batcher(batching, _recommend_many, max_batch, metrics.batch_size.observe)
+        batcher = make_batcher(
+            batching, _recommend_many, max_batch, metrics.batch_size.observe, max_wait_ms / 1e3
+        )
     _add_model_routes(app, slot, metrics, batcher)
     _add_admin_routes(app, slot, metrics, token, shared)
     return app
@@ -124,7 +141,7 @@ def _add_model_routes(
 ) -> None:
     if batcher is None:
 
-        @app.post("/recommend", response_model=RecommendOut, tags=["recommend"])
+        @app.post("/recommend", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
         def recommend(body: RecommendIn) -> Response:
             """Top-k items for one session's history."""
             rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
@@ -134,7 +151,7 @@ def _add_model_routes(
 
     else:
 
-        @app.post("/recommend", response_model=RecommendOut, tags=["recommend"])
+        @app.post("/recommend", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
         async def recommend(body: RecommendIn) -> Response:
             """Top-k items for one session's history."""
             rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
@@ -145,7 +162,9 @@ def _add_model_routes(
             metrics.unknown_items.inc(len(result.unknown_items))
             return JSONResponse(_result(result, rec))
 
-    @app.post("/recommend/batch", response_model=RecommendBatchOut, tags=["recommend"])
+    @app.post(
+        "/recommend/batch", response_model=RecommendBatchOut, tags=["recommend"], responses=REQUEST_ERRORS
+    )
     def recommend_batch(body: RecommendBatchIn) -> Response:
         """Many sessions at once: one encoder run and one index search for all of them."""
         rec = slot.current
@@ -153,7 +172,7 @@ def _add_model_routes(
         metrics.unknown_items.inc(sum(len(r.unknown_items) for r in results))
         return JSONResponse({"results": [_result(r, rec) for r in results]})
 
-    @app.post("/similar", response_model=RecommendOut, tags=["recommend"])
+    @app.post("/similar", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
     def similar(body: SimilarIn) -> Response:
         """Items closest to one item (item-to-item), the item itself excluded."""
         rec = slot.current
@@ -165,7 +184,7 @@ def _add_model_routes(
         metrics.unknown_items.inc(len(result.unknown_items))
         return JSONResponse(_result(result, rec))
 
-    @app.post("/journey", response_model=JourneyOut, tags=["journey"])
+    @app.post("/journey", response_model=JourneyOut, tags=["journey"], responses=JOURNEY_ERRORS)
     def journey(body: JourneyIn) -> Response:
         """Next-event-type, conversion and cart-abandonment probabilities after a session's last event."""
         rec = slot.current
@@ -173,7 +192,7 @@ def _add_model_routes(
         metrics.unknown_items.inc(len(result.unknown_items))
         return JSONResponse(_journey_result(result, rec))
 
-    @app.post("/journey/batch", response_model=JourneyBatchOut, tags=["journey"])
+    @app.post("/journey/batch", response_model=JourneyBatchOut, tags=["journey"], responses=JOURNEY_ERRORS)
     def journey_batch(body: JourneyBatchIn) -> Response:
         """Many sessions at once: one ONNX run for all of them."""
         rec = slot.current
@@ -181,18 +200,19 @@ def _add_model_routes(
         metrics.unknown_items.inc(sum(len(r.unknown_items) for r in results))
         return JSONResponse({"results": [_journey_result(r, rec) for r in results]})
 
-    @app.get("/health", tags=["service"])
+    @app.get("/health", tags=["service"], responses=SERVICE_ERRORS)
     def health() -> dict[str, Any]:
         rec = slot.current
         return {"status": "ok", "model": _model(rec), "n_items": rec.n_items}
 
-    @app.get("/metadata", tags=["service"])
+    @app.get("/metadata", tags=["service"], responses=SERVICE_ERRORS)
     def metadata() -> dict[str, Any]:
         """The bundle's manifest (model, metrics, index, file hashes), its source and attributes."""
         return slot.current.metadata()
 
-    @app.get("/metrics", tags=["service"])
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, responses=SERVICE_ERRORS)
     def prometheus() -> Response:
+        """Prometheus text format: requests by endpoint and status, latencies, batch sizes, reloads."""
         return Response(metrics.render(), media_type=metrics.content_type)
 
 
@@ -206,7 +226,7 @@ def _add_admin_routes(
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HTTPException(401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.post("/admin/reload", dependencies=[Depends(require_admin)], tags=["admin"])
+    @app.post("/admin/reload", dependencies=[Depends(require_admin)], tags=["admin"], responses=ADMIN_ERRORS)
     def reload(body: ReloadIn) -> dict[str, Any]:
         """Load another bundle completely, then swap it in; running requests finish on the old one."""
         if not slot.reloading.acquire(blocking=False):
@@ -243,9 +263,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        message = f"internal error ({type(exc).__name__}); it has been logged"
-        return JSONResponse({"detail": message}, status_code=500)
+        # The client gets an id to quote, never the exception or its traceback (those are logged).
+        error_id = uuid.uuid4().hex[:16]
+        log.exception("unexpected error %s on %s %s", error_id, request.method, request.url.path)
+        detail = f"internal error {error_id}; it has been logged"
+        return JSONResponse({"detail": detail, "error_id": error_id}, status_code=500)
 
 
 def _recommend_many(rec: Recommender, sessions: list) -> list[Recommendation]:

@@ -1,7 +1,8 @@
 """Console scripts ``shopformer-serve`` and ``shopformer-recommend`` (``key=value`` arguments, no Hydra).
 
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
-        [workers=1] [batching=loop|thread|off] [max_batch=64]
+        [workers=1] [batching=loop|thread|off] [max_batch=64] [max_wait_ms=2.0]
+        [max_body_bytes=8388608]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
         (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
@@ -33,7 +34,8 @@ from shopformer.serve.batch_scoring import (
     score_sessions,
     write_recommendations,
 )
-from shopformer.serve.micro_batching import SETTINGS
+from shopformer.serve.limits import MAX_BODY_BYTES
+from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS
 from shopformer.serve.recommender import Recommender
 
 USAGE_ERROR = USAGE_EXIT_CODE
@@ -49,6 +51,8 @@ SERVE_ARGS = {
     "workers": (int, 1),
     "batching": (str, "loop"),  # concurrent /recommend requests share one encoder run: loop|thread|off
     "max_batch": (int, 64),
+    "max_wait_ms": (float, MAX_WAIT_MS),  # a busy service's batch waits this long for company
+    "max_body_bytes": (int, MAX_BODY_BYTES),  # larger request bodies get 413 before parsing
 }
 TASKS = ("recommend", "journey")
 RECOMMEND_ARGS = {
@@ -119,6 +123,8 @@ def app_from_env():
         cache_dir=args["cache_dir"] or None,
         batching=args["batching"],
         max_batch=args["max_batch"],
+        max_wait_ms=args.get("max_wait_ms", MAX_WAIT_MS),
+        max_body_bytes=args.get("max_body_bytes", MAX_BODY_BYTES),
         shared_reload=args.get("reload_file"),
     )
     # The loaded libraries and model are hundreds of thousands of long-lived objects: left to the
@@ -137,6 +143,10 @@ def _serve(args: dict[str, Any]) -> None:
         raise UsageError("workers > 1 need a fixed port (port=0 would give each worker its own)")
     if args["max_batch"] < 1:
         raise UsageError(f"max_batch must be positive, got {args['max_batch']}")
+    if args["max_body_bytes"] < 1:
+        raise UsageError(f"max_body_bytes must be positive, got {args['max_body_bytes']}")
+    if not 0 <= args["max_wait_ms"] <= 1000:
+        raise UsageError(f"max_wait_ms must be between 0 and 1000, got {args['max_wait_ms']}")
     if args["batching"] not in SETTINGS:
         raise UsageError(f"batching must be one of {', '.join(SETTINGS)}, got {args['batching']!r}")
     os.environ[SERVE_ENV] = json.dumps(args)
@@ -258,9 +268,11 @@ def _typed(name: str, raw: str, kind: type) -> Any:
         if raw.lower() in ("false", "0", "no"):
             return False
         raise UsageError(f"{name}={raw!r}: expected true or false")
-    if kind is int:
+    if kind in (int, float):
         try:
-            return int(raw)
+            return kind(raw)
         except ValueError:
-            raise UsageError(f"{name}={raw!r}: expected an integer") from None
+            raise UsageError(
+                f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}"
+            ) from None
     return raw

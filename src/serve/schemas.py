@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 MAX_HISTORY = 1000  # items per session (the encoder keeps the most recent max_len of them)
 MAX_K = 1000
@@ -14,7 +14,7 @@ MAX_NAME = 256  # characters of a raw id, category or event type
 
 RawId = StrictInt | Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME)]
 Name = Annotated[StrictStr, Field(max_length=MAX_NAME)]
-Number = Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # ints too; not booleans or strings
 
 
 class _Body(BaseModel):
@@ -141,3 +141,40 @@ class JourneyOut(BaseModel):
 
 class JourneyBatchOut(BaseModel):
     results: list[JourneyOut]
+
+
+class FieldError(BaseModel):
+    loc: list[int | str]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """A refused request: a message, or one entry per bad field (422)."""
+
+    detail: str | list[FieldError]
+
+
+class InternalErrorOut(BaseModel):
+    """An unexpected failure: an id to quote; the details are in the service's log, never here."""
+
+    detail: str
+    error_id: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` for the error codes a route can answer (plus 400, 413 and 500, which any can)."""
+    described = {
+        400: "the body is not JSON",
+        401: "missing or wrong admin token",
+        403: "admin endpoints are disabled (no admin token set)",
+        404: "the bundle has no model for this endpoint",
+        409: "another reload is in progress",
+        413: "the request body is over max_body_bytes",
+        422: "a field is missing, malformed or names something the model does not know",
+    }
+    responses: dict[int | str, dict] = {
+        code: {"model": ErrorOut, "description": described[code]} for code in sorted({400, 413, *codes})
+    }
+    responses[500] = {"model": InternalErrorOut, "description": "unexpected error (logged with its id)"}
+    return responses

@@ -179,7 +179,8 @@ def test_unexpected_errors_are_json_500(recommender, monkeypatch, history):
     monkeypatch.setattr(app.state.slot, "current", _Broken(recommender))
     response = TestClient(app, raise_server_exceptions=False).post("/recommend", json={"items": history})
     assert response.status_code == 500
-    assert "RuntimeError" in response.json()["detail"]
+    assert response.json()["error_id"] in response.json()["detail"]
+    assert "RuntimeError" not in response.text and "boom" not in response.text  # internals stay in the log
 
 
 class _Broken:

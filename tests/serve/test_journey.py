@@ -10,10 +10,8 @@ import shutil
 import warnings
 
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from shopformer.data.features import gap_buckets
 from shopformer.errors import RequestError
@@ -31,67 +29,10 @@ with warnings.catch_warnings():
 CLASSES = EVENT_VOCAB[1:]
 
 
-def journey_graph(bundle: TestBundle, heads: np.ndarray) -> onnx.ModelProto:
-    """mean over real tokens of E[item] + T[event] + G[gap] -> softmax(h @ heads[:, :3]), sigmoid(...)."""
-    inits = [
-        numpy_helper.from_array(bundle.items, "E"),
-        numpy_helper.from_array(bundle.events, "T"),
-        numpy_helper.from_array(bundle.gaps, "G"),
-        numpy_helper.from_array(heads, "W"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
-        numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
-        numpy_helper.from_array(np.array([3, 1, 1], dtype=np.int64), "split3"),
-    ]
-    inputs = [
-        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
-        for n in ("item_ids", "event_types", "gap_buckets")
-    ]
-    nodes = [
-        helper.make_node("Gather", ["E", "item_ids"], ["e"]),
-        helper.make_node("Gather", ["T", "event_types"], ["t"]),
-        helper.make_node("Gather", ["G", "gap_buckets"], ["g"]),
-        helper.make_node("Add", ["e", "t"], ["et"]),
-        helper.make_node("Add", ["et", "g"], ["tokens"]),
-        helper.make_node("ReduceSum", ["tokens", "axis1"], ["pooled"], keepdims=0),
-        helper.make_node("Greater", ["item_ids", "zero"], ["is_item"]),
-        helper.make_node("Cast", ["is_item"], ["mask"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceSum", ["mask", "axis1"], ["count"], keepdims=1),
-        helper.make_node("Max", ["count", "one"], ["count1"]),
-        helper.make_node("Div", ["pooled", "count1"], ["mean"]),
-        helper.make_node("MatMul", ["mean", "W"], ["logits"]),
-        helper.make_node("Split", ["logits", "split3"], ["z_event", "z_conv", "z_aband"], axis=1),
-        helper.make_node("Softmax", ["z_event"], ["event_probs"], axis=1),
-        helper.make_node("Sigmoid", ["z_conv"], ["p_conv"]),
-        helper.make_node("Sigmoid", ["z_aband"], ["p_aband"]),
-        helper.make_node("Squeeze", ["p_conv", "axis1"], ["conversion"]),
-        helper.make_node("Squeeze", ["p_aband", "axis1"], ["abandonment"]),
-    ]
-    outputs = [
-        helper.make_tensor_value_info("event_probs", TensorProto.FLOAT, ["batch", 3]),
-        helper.make_tensor_value_info("conversion", TensorProto.FLOAT, ["batch"]),
-        helper.make_tensor_value_info("abandonment", TensorProto.FLOAT, ["batch"]),
-    ]
-    model = helper.make_model(
-        helper.make_graph(nodes, "journey", inputs, outputs, inits),
-        opset_imports=[helper.make_opsetid("", 18)],
-    )
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    return model
-
-
 @pytest.fixture(scope="module")
-def scored(journey_bundle, tmp_path_factory):
-    """(bundle with journey.onnx, its heads matrix, a Recommender on it)."""
-    path = tmp_path_factory.mktemp("journey") / "bundle"
-    shutil.copytree(journey_bundle.path, path)
-    heads = np.random.default_rng(5).normal(size=(journey_bundle.items.shape[1], 5)).astype(np.float32)
-    onnx.save(journey_graph(journey_bundle, heads), path / "journey.onnx")
-    manifest = read_manifest(path)
-    manifest["journey"] = {"event_classes": CLASSES, "min_len": 1, "labels": {"cart_event": "cart"}}
-    write_manifest(path, manifest)
-    return journey_bundle, heads, Recommender.load(path), path
+def scored(scored_journey):
+    """(bundle with journey.onnx, its heads matrix, a Recommender on it, its path)."""
+    return scored_journey
 
 
 def reference(bundle: TestBundle, heads: np.ndarray, raw, events, stamps):

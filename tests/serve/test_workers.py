@@ -69,6 +69,10 @@ def test_connections_spread_over_the_workers_and_sigterm_stops_them_all():
         (["workers=2", "port=0"], "fixed port"),
         (["batching=sometimes"], "batching must be one of loop, thread, off"),
         (["max_batch=0"], "max_batch must be positive"),
+        (["max_body_bytes=0"], "max_body_bytes must be positive"),
+        (["max_wait_ms=-1"], "max_wait_ms must be between 0 and 1000, got -1.0"),
+        (["max_wait_ms=nan"], "max_wait_ms must be between 0 and 1000"),
+        (["max_wait_ms=soon"], "max_wait_ms='soon': expected a number"),
     ],
 )
 def test_bad_serve_options_are_one_line_errors(capsys, options, message):
