@@ -1,0 +1,313 @@
+"""One benchmark table over every dataset we ship: every model with its recipe, full ranking, both protocols.
+
+    SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py     # every cell not done yet
+    SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py --only sasrec:beauty
+    .venv/bin/python benchmarks/leaderboard.py --list       # the cells and their state
+    .venv/bin/python benchmarks/leaderboard.py --write      # LEADERBOARD.md from results.json only
+
+A cell is (model, dataset). Trained models run their recipe ``conf/experiment/<model>_<dataset>.yaml``; a
+cell without a recipe is listed as such, never run on defaults. The fitted baselines (popularity,
+transition) need no recipe. Every cell is trained with ``shopformer-train``, then its checkpoint is scored
+by ``shopformer-eval`` under both protocols (all items; items already in the history excluded). Each
+finished cell is saved at once in ``benchmarks/leaderboard/results.json`` (figures, command, date,
+machine, commit), so the table is built over several sittings: a finished cell is not trained again
+(``--force`` retrains it). ``benchmarks/LEADERBOARD.md`` is rewritten from that file after every cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "leaderboard" / "results.json"
+TABLE = REPO / "benchmarks" / "LEADERBOARD.md"
+EXPERIMENTS = REPO / "conf" / "experiment"
+BIN = Path(sys.executable).parent
+
+MODELS = ("popularity", "transition", "sasrec", "bert4rec", "gru4rec")
+BASELINES = ("popularity", "transition")
+DATASETS = ("ml1m", "ml100k", "beauty", "sports", "toys", "yelp", "yoochoose", "taobao")
+SESSION_DATASETS = ("yoochoose", "taobao")  # a trained model must reach the transition baseline here
+# The ranking protocol each dataset's anchors use (the JSON line's test metrics follow the recipe).
+MAIN_PROTOCOL = {d: "exclude_seen" for d in ("ml1m", "ml100k")} | {
+    d: "all_items" for d in ("beauty", "sports", "toys", "yelp", "yoochoose", "taobao")
+}
+# Published full-ranking figures (NDCG@10, HR@10) under MAIN_PROTOCOL, with their source.
+ANCHORS: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("sasrec", "ml1m"): (0.1821, 0.3152, "SASRec+ full CE, Klenitskiy & Vasilev, RecSys 2023"),
+    ("bert4rec", "ml1m"): (0.1537, 0.2843, "BERT4Rec, Klenitskiy & Vasilev, RecSys 2023"),
+    ("sasrec", "beauty"): (0.0531, 0.0921, "SASRec sampled softmax, re-scored by the eSASRec study"),
+}
+# GRU4Rec on ML-1M is in the same study's table, but its figure could not be checked from here (no
+# download of the paper at run time): it is left out rather than quoted from memory.
+TRAIN_OPTIONS = ["threads=2", "export=false", "registry.register=false", "resume=null"]
+
+
+def cell_key(model: str, dataset: str) -> str:
+    return f"{model}:{dataset}"
+
+
+def train_command(model: str, dataset: str) -> list[str] | None:
+    """``shopformer-train`` arguments of a cell; None when a trained model has no recipe for the dataset."""
+    task = f"task_name=leaderboard_{model}_{dataset}"
+    if model in BASELINES:
+        return [f"model={model}", f"data={dataset}", task, *TRAIN_OPTIONS]
+    if not (EXPERIMENTS / f"{model}_{dataset}.yaml").is_file():
+        return None
+    return [f"experiment={model}_{dataset}", task, *TRAIN_OPTIONS]
+
+
+def last_json_line(text: str) -> dict[str, Any]:
+    """The last line of ``text`` that parses as a JSON object (our commands end with one)."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    raise RuntimeError("no JSON line in the output:\n" + text[-2000:])
+
+
+def run_logged(argv: list[str], log_path: Path) -> str:
+    """Run ``argv`` with its output teed to ``log_path``; its stdout; RuntimeError when it fails."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        out = []
+        for line in proc.stdout:  # type: ignore[union-attr]
+            out.append(line)
+            log.write(line)
+            log.flush()
+        if proc.wait() != 0:
+            raise RuntimeError(f"{shlex.join(argv)} exited {proc.returncode}; log: {log_path}")
+    return "".join(out)
+
+
+def run_cell(model: str, dataset: str, log_dir: Path) -> dict[str, Any]:
+    """Train and score one cell; its record for results.json."""
+    args = train_command(model, dataset)
+    assert args is not None
+    started = time.monotonic()
+    summary = last_json_line(
+        run_logged([str(BIN / "shopformer-train"), *args], log_dir / f"{model}_{dataset}.log")
+    )
+    train_s = time.monotonic() - started
+    scored = last_json_line(
+        run_logged(
+            [str(BIN / "shopformer-eval"), f"ckpt={summary['checkpoint']}", "threads=2"],
+            log_dir / f"{model}_{dataset}.eval.log",
+        )
+    )
+    keep = ("ndcg@10", "hr@10", "mrr@10", "coverage@10")
+    return {
+        "model": model,
+        "dataset": dataset,
+        "protocols": {
+            p: {k: scored[p][k] for k in keep if k in scored[p]} for p in ("all_items", "exclude_seen")
+        },
+        "recipe_test": summary.get("test", {}),
+        "epochs": summary.get("epochs"),
+        "converged": summary.get("converged"),
+        "wall_s": round(train_s, 1),
+        "command": "shopformer-train " + shlex.join(args),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "commit": commit(),
+        "run_id": summary.get("run_id"),
+    }
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPUs"
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src", "conf"], capture_output=True, text=True, cwd=REPO
+        )
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def load_results() -> dict[str, Any]:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def save_results(results: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(RESULTS)
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def verdict(record: dict[str, Any], results: dict[str, Any]) -> str:
+    """Does a trained model beat popularity (and, on session data, reach transition)? '' for baselines."""
+    model, dataset = record["model"], record["dataset"]
+    if model in BASELINES:
+        return ""
+    protocol = MAIN_PROTOCOL[dataset]
+    mine = record["protocols"][protocol]["ndcg@10"]
+    notes = []
+    for baseline in ("popularity", "transition") if dataset in SESSION_DATASETS else ("popularity",):
+        other = results.get(cell_key(baseline, dataset))
+        if other is None:
+            notes.append(f"{baseline} not run")
+            continue
+        theirs = other["protocols"][protocol]["ndcg@10"]
+        word = "beats" if baseline == "popularity" else "reaches"
+        notes.append(f"{word} {baseline}" if mine >= theirs else f"BELOW {baseline} ({theirs:.4f})")
+    return "; ".join(notes)
+
+
+def anchor_text(model: str, dataset: str, record: dict[str, Any] | None) -> str:
+    anchor = ANCHORS.get((model, dataset))
+    if anchor is None:
+        return ""
+    ndcg, hr, source = anchor
+    text = f"{ndcg:.4f} / {hr:.4f} ({source})"
+    if record is not None:
+        mine = record["protocols"][MAIN_PROTOCOL[dataset]]["ndcg@10"]
+        text += f"; {mine / ndcg:.0%} of it"
+    return text
+
+
+def dataset_section(dataset: str, results: dict[str, Any]) -> list[str]:
+    protocol = MAIN_PROTOCOL[dataset]
+    other = "all_items" if protocol == "exclude_seen" else "exclude_seen"
+    lines = [
+        f"## {dataset}",
+        "",
+        f"Main protocol: `{protocol}` (NDCG@10 / HR@10); the other protocol beside it.",
+        "",
+        f"| model | NDCG@10 | HR@10 | {other} NDCG@10 / HR@10 | epochs | converged | wall | check | "
+        "anchor (NDCG@10 / HR@10) | command | date | machine | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in MODELS:
+        record = results.get(cell_key(model, dataset))
+        if record is None:
+            state = "no recipe yet" if train_command(model, dataset) is None else "not run yet"
+            lines.append(f"| {model} | {state} | | | | | | | {anchor_text(model, dataset, None)} | | | | |")
+            continue
+        main, second = record["protocols"][protocol], record["protocols"][other]
+        lines.append(
+            f"| {model} | {fmt(main.get('ndcg@10'))} | {fmt(main.get('hr@10'))} | "
+            f"{fmt(second.get('ndcg@10'))} / {fmt(second.get('hr@10'))} | {record['epochs']} | "
+            f"{record['converged']} | {record['wall_s'] / 60:.1f} min | {verdict(record, results)} | "
+            f"{anchor_text(model, dataset, record)} | `{record['command']}` | {record['date']} | "
+            f"{record['machine']} | {record['commit']} |"
+        )
+    return [*lines, ""]
+
+
+def write_table(results: dict[str, Any]) -> None:
+    done = sum(cell_key(m, d) in results for m in MODELS for d in DATASETS)
+    lines = [
+        "# Leaderboard: every model on every dataset we ship",
+        "",
+        "Full ranking over the whole catalogue (never sampled negatives). Written by "
+        "`SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py` from "
+        "`benchmarks/leaderboard/results.json`; each row has its command, date, machine and commit. "
+        "Wall times come from a shared 2-core machine: compare them only within one sitting.",
+        "",
+        f"{done} of {len(MODELS) * len(DATASETS)} cells done.",
+        "",
+    ]
+    for dataset in DATASETS:
+        lines += dataset_section(dataset, results)
+    TABLE.write_text("\n".join(lines))
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def selected(only: list[str] | None) -> list[tuple[str, str]]:
+    cells = [(m, d) for d in DATASETS for m in MODELS]
+    if not only:
+        return cells
+    wanted = []
+    for text in only:
+        model, _, dataset = text.partition(":")
+        if model not in MODELS or dataset not in DATASETS:
+            raise SystemExit(
+                f"--only {text}: expected model:dataset with model in {MODELS}, dataset in {DATASETS}"
+            )
+        wanted.append((model, dataset))
+    return wanted
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="+", metavar="MODEL:DATASET", help="these cells only")
+    parser.add_argument("--force", action="store_true", help="retrain cells already done")
+    parser.add_argument("--list", action="store_true", help="print the cells and their state, run nothing")
+    parser.add_argument("--write", action="store_true", help="rewrite LEADERBOARD.md from results.json only")
+    parser.add_argument("--logs", default=str(REPO / "outputs" / "leaderboard"), help="per-cell logs")
+    args = parser.parse_args(argv)
+    results = load_results()
+    cells = selected(args.only)
+    if args.list or args.write:
+        if args.list:
+            for model, dataset in cells:
+                done = cell_key(model, dataset) in results
+                state = (
+                    "done" if done else ("no recipe" if train_command(model, dataset) is None else "to run")
+                )
+                print(f"{model:>10} {dataset:<10} {state}")
+        write_table(results)
+        return
+    print(f"leaderboard on {machine()}, commit {commit()}", flush=True)
+    for model, dataset in cells:
+        key = cell_key(model, dataset)
+        if key in results and not args.force:
+            continue
+        if train_command(model, dataset) is None:
+            print(f"{key}: no recipe (conf/experiment/{model}_{dataset}.yaml); skipped", flush=True)
+            continue
+        print(f"{key}: training", flush=True)
+        try:
+            results[key] = run_cell(model, dataset, Path(args.logs))
+        except RuntimeError as exc:
+            print(f"{key}: FAILED: {exc}", flush=True)
+            continue
+        save_results(results)
+        write_table(results)
+        record = results[key]["protocols"][MAIN_PROTOCOL[dataset]]
+        print(f"{key}: NDCG@10 {record['ndcg@10']:.4f} HR@10 {record['hr@10']:.4f}", flush=True)
+    write_table(results)
+
+
+if __name__ == "__main__":
+    main()
