@@ -240,7 +240,198 @@ def serve_rows(args: argparse.Namespace) -> list[list[Any]]:
         return rows_of(bundles, args.load_seconds, args.soak_seconds, args.clients)
 
 
-SECTIONS = {"serve": serve_rows, "resume": resume_rows, "tracking": tracking_rows}
+# -- fuzz: every file source and the preprocessing --------------------------------------------------
+
+
+class Tally:
+    """Counts of one fuzzed property: inputs, loads, clean one-line failures, crashes, row books."""
+
+    def __init__(self) -> None:
+        self.tried = self.loaded = self.refused = self.crashes = self.unbalanced = 0
+        self.rows_in = self.kept = self.dropped = 0
+        self.first_crash = ""
+
+    def one(self, check: Callable[..., tuple[int, int, int] | None], **case: Any) -> None:
+        try:
+            books = check(**case)
+        except Exception as exc:  # anything but a one-line DataError is a crash: counted, not raised
+            self.tried += 1
+            self.crashes += 1
+            self.first_crash = self.first_crash or f"{type(exc).__name__}: {str(exc)[:200]}"
+            return
+        self.tried += 1  # (an input the generator itself abandons never gets here)
+        if books is None:
+            self.refused += 1
+            return
+        self.loaded += 1
+        rows_in, kept, dropped = books
+        self.rows_in, self.kept, self.dropped = (
+            self.rows_in + rows_in,
+            self.kept + kept,
+            self.dropped + dropped,
+        )
+        self.unbalanced += rows_in != kept + dropped
+
+
+def one_line(exc: Exception, origin: str) -> None:
+    """A refusal must be one short line naming the file (else it counts as a crash)."""
+    message = str(exc)
+    if "\n" in message or "\r" in message or origin not in message or len(message) >= 1000:
+        raise AssertionError(f"not a one-line error naming {origin}: {message[:200]!r}")
+
+
+def books_of(load: Callable[[], Any], origin: str, rows: int | None, config: Any, key: str):
+    """Load and preprocess; (rows in, kept, reported dropped) or None when refused in one line."""
+    from shopformer.data.preprocess import preprocess, unaccounted_rows
+    from shopformer.errors import DataError
+
+    try:
+        table = load()
+    except DataError as exc:
+        one_line(exc, origin)
+        return None
+    loaded = (
+        rows if rows is not None else len(table.events) + sum(table.dropped.values()),
+        len(table.events),
+    )
+    load_dropped = sum(table.dropped.values())
+    try:
+        report = preprocess(table, config, key).report
+    except DataError as exc:
+        one_line(exc, table.origin)
+        return loaded[0], loaded[1], load_dropped
+    if unaccounted_rows(report):
+        raise AssertionError(f"preprocessing lost {unaccounted_rows(report)} rows: {report}")
+    dropped = sum(v for k, v in report.items() if k.startswith("dropped"))
+    return loaded[0], report["events kept"], dropped
+
+
+def tabular_case(table, file_format, sep, named, config, key):
+    from shopformer.data.sources import TabularSource
+    from tests.data import test_fuzz_sources as fz
+
+    columns, rows = table
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"events.{file_format}"
+        sep = "\t" if file_format == "tsv" else sep
+        if file_format == "parquet":
+            fz.write_parquet(path, columns, rows)
+        else:
+            fz.write_delimited(path, columns, rows, sep)
+        source = TabularSource(path=str(path), sep=fz.SEPARATORS[sep] if named else "auto")
+        return books_of(source.load, str(path), len(rows), config, key)
+
+
+def named_case(kind, data, min_rating, config):
+    from hypothesis import strategies as st
+
+    from tests.data import test_fuzz_sources as fz
+
+    sep, sizes = fz.LAYOUTS[kind]
+    sizes = data.draw(st.sampled_from([sizes, sizes, (sizes[0] - 1 or 1, sizes[1] + 1)]))
+    lines = data.draw(fz.lines_of(fz.tokens, sizes, sep))
+    with tempfile.TemporaryDirectory() as tmp:
+        load, _, rows = fz.named_case(Path(tmp), kind, lines, min_rating)
+        return books_of(load, tmp, rows, config, "session" if kind == "yoochoose" else "user")
+
+
+def bytes_case(content, header, suffix):
+    from shopformer.data.preprocess import PreprocessConfig
+    from shopformer.data.sources import TabularSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"events.{suffix}"
+        path.write_bytes((b"user_id,item_id,timestamp\n" if header else b"") + content)
+        return books_of(TabularSource(path=str(path)).load, str(path), None, PreprocessConfig(), "user")
+
+
+def big_file_case(megabytes: int) -> tuple[str, float]:
+    """A one-column file of ``megabytes`` MB: refused in one line (the error) and how long it took."""
+    from shopformer.data.sources import TabularSource
+    from shopformer.errors import DataError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ids.csv"
+        line = b"1234567890\n"
+        path.write_bytes(b"item_id\n" + line * (megabytes * 2**20 // len(line)))
+        started = time.perf_counter()
+        try:
+            TabularSource(path=str(path)).load()
+        except DataError as exc:
+            one_line(exc, str(path))
+            return str(exc).removeprefix(str(path)).strip(": ")[:60], time.perf_counter() - started
+    raise AssertionError("a file without item timestamps loaded")
+
+
+def fuzz_property(cases: dict[str, Any], check: Callable[..., Any], examples: int) -> Tally:
+    """Run ``check`` on ``examples`` generated cases; their tally (nothing is raised)."""
+    from hypothesis import given, settings
+
+    from tests.data import test_fuzz_sources as fz
+
+    tally = Tally()
+
+    @settings(fz.fuzz(examples))
+    @given(**cases)
+    def run(**case: Any) -> None:
+        tally.one(check, **case)
+
+    run()
+    return tally
+
+
+def fuzz_rows(args: argparse.Namespace) -> list[list[Any]]:
+    from hypothesis import strategies as st
+
+    from tests.data import test_fuzz_sources as fz
+
+    examples = 100 if args.quick else args.fuzz_examples
+    properties = {
+        "tabular files (csv, tsv, csv.gz, Parquet; 4 separators, sniffed or named)": (
+            fz.tabular_cases,
+            tabular_case,
+        ),
+        "named-dataset text files (6 layouts)": (fz.named_cases, named_case),
+        "arbitrary bytes as CSV / Parquet": (
+            dict(
+                content=st.binary(max_size=400),
+                header=st.booleans(),
+                suffix=st.sampled_from(["csv", "parquet"]),
+            ),
+            bytes_case,
+        ),
+    }
+    rows = []
+    for name, (cases, check) in properties.items():
+        started = time.monotonic()
+        tally = fuzz_property(cases, check, examples)
+        log(f"fuzz {name}: {tally.tried} inputs, {tally.crashes} crashes")
+        result = (
+            f"crashes {tally.crashes}; loaded {tally.loaded}, refused in one line {tally.refused}; rows in "
+            f"{tally.rows_in:,} = kept {tally.kept:,} + reported dropped {tally.dropped:,} "
+            f"(unbalanced cases: {tally.unbalanced})"
+        )
+        if tally.first_crash:
+            result += f"; first crash: {tally.first_crash}"
+        verdict = "pass" if tally.crashes == tally.unbalanced == 0 else "FAIL"
+        rows.append(
+            [f"fuzz: {name}", f"{tally.tried} inputs", result, verdict, f"{time.monotonic() - started:.0f} s"]
+        )
+    megabytes = 10 if args.quick else 100
+    error, seconds = big_file_case(megabytes)
+    rows.append(
+        [
+            f"fuzz: a {megabytes} MB one-column file",
+            "load",
+            f"refused in one line: '{error}'",
+            "pass",
+            f"{seconds:.1f} s",
+        ]
+    )
+    return rows
+
+
+SECTIONS = {"fuzz": fuzz_rows, "serve": serve_rows, "resume": resume_rows, "tracking": tracking_rows}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -251,6 +442,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-seconds", type=float, default=30.0)
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--fuzz-examples", type=int, default=1000, help="generated inputs per fuzzed property"
+    )
     return parser.parse_args(argv)
 
 

@@ -486,6 +486,7 @@ class ServerSpec:
     name: str
     workers: int = 1
     batching: str = "loop"  # shopformer-serve's dynamic batching of /recommend: loop | thread | off
+    options: tuple[str, ...] = ()  # further shopformer-serve key=value options
 
 
 SERVERS = {
@@ -495,6 +496,13 @@ SERVERS = {
     ),
     "unbatched": ServerSpec("shopformer-serve batching=off (`def` endpoint, thread pool)", batching="off"),
     "workers2": ServerSpec("shopformer-serve workers=2 (batching on each event loop)", workers=2),
+    "nowait": ServerSpec(
+        "shopformer-serve max_wait_ms=0 (1 worker, batching on the event loop, never waits)",
+        options=("max_wait_ms=0",),
+    ),
+    "nowait2": ServerSpec(
+        "shopformer-serve workers=2 max_wait_ms=0 (never waits)", workers=2, options=("max_wait_ms=0",)
+    ),
     "thread2": ServerSpec("shopformer-serve workers=2 batching=thread", workers=2, batching="thread"),
 }
 
@@ -509,7 +517,7 @@ def server_command(spec: ServerSpec, bundle: Path, port: int, threads: int) -> l
     serve = Path(sys.executable).with_name("shopformer-serve")
     command = [str(serve)] if serve.exists() else [sys.executable, "-m", "shopformer.serve.cli"]
     options = [f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
-    return [*command, *options, f"workers={spec.workers}", f"batching={spec.batching}"]
+    return [*command, *options, f"workers={spec.workers}", f"batching={spec.batching}", *spec.options]
 
 
 def start_server(spec: ServerSpec, bundle: Path, threads: int) -> tuple[subprocess.Popen, int]:
