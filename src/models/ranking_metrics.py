@@ -152,6 +152,7 @@ class FullRankingMetrics:
 
     def reset(self) -> None:
         """Forget every accumulated query."""
+        self.last_top: Tensor | None = None  # the last update's top-max(ks) item ids [B, max(ks)]
         self._n = torch.zeros((), dtype=torch.long)
         self._sums = torch.zeros(len(self.ks), 3, dtype=torch.float64)  # per K: hr, ndcg, mrr
         self._covered = torch.zeros(len(self.ks), self.n_items, dtype=torch.bool)
@@ -161,7 +162,7 @@ class FullRankingMetrics:
             self._n, self._sums, self._covered = (x.to(device) for x in (self._n, self._sums, self._covered))
 
     def update(self, queries: Tensor, items: Tensor, targets: Tensor, seen: Tensor | None = None) -> Tensor:
-        """Rank one batch and accumulate it; returns the 0-based ranks [B]."""
+        """Rank one batch and accumulate it; returns the 0-based ranks [B] (its top-K ids: ``last_top``)."""
         if items.shape[0] != self.n_items:
             raise ValueError(f"items has {items.shape[0]} rows, expected n_items={self.n_items}")
         ranks, top = ranks_against_catalogue(
@@ -173,6 +174,7 @@ class FullRankingMetrics:
             k_max=max(self.ks),
         )
         self._to(ranks.device)
+        self.last_top = top  # kept for callers that want the recommendations themselves (no copy)
         r = ranks.double()
         ndcg, mrr = 1.0 / torch.log2(r + 2.0), 1.0 / (r + 1.0)
         for j, k in enumerate(self.ks):

@@ -1,10 +1,18 @@
-"""The LightningModule: next-item or masked-item training and full-ranking evaluation of any model."""
+"""The LightningModule: next-item or masked-item training and full-ranking evaluation of any model.
+
+Besides the metrics it keeps what the run's plots need (``train/run_plots.py``): the mean training
+loss and validation NDCG@10 of every epoch (``learning_curve``), and the top-10 item ids of every test
+query with its target (:meth:`RecommenderModule.test_recommendations`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from shopformer.models.base import SequenceRecommender
@@ -12,6 +20,8 @@ from shopformer.models.losses import NextItemLoss
 from shopformer.models.ranking_metrics import FullRankingMetrics
 from shopformer.train.base_module import OptimizerFactory, TrainingModule
 from shopformer.train.schedule import LRSchedule
+
+RECOMMENDED_K = 10  # the test recommendations kept per query (popularity-bias plot)
 
 
 class RecommenderModule(TrainingModule):
@@ -35,12 +45,21 @@ class RecommenderModule(TrainingModule):
             for split in ("val", "test")
         }
         self.last_metrics: dict[str, dict[str, float]] = {}
+        # epoch -> {"train/loss": mean over the epoch's steps, "val/ndcg_10": ...}, of this fit only
+        self.learning_curve: dict[int, dict[str, float]] = {}
+        self._loss_sum: Tensor | None = None  # this epoch's summed training loss (stays on the device)
+        self._loss_steps = 0
+        self._test_top: list[Tensor] = []
+        self._test_targets: list[Tensor] = []
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         hidden = self.model(batch["item_ids"], **self.channels(batch))
         mask = batch["targets"] > 0
         loss = self.loss(hidden[mask], batch["targets"][mask], self.model.item_vectors())
         self.log("train/loss", loss, prog_bar=True, batch_size=int(mask.sum()))
+        step_loss = loss.detach().float()  # summed without a device sync: read once per epoch
+        self._loss_sum = step_loss if self._loss_sum is None else self._loss_sum + step_loss
+        self._loss_steps += 1
         return loss
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
@@ -54,6 +73,26 @@ class RecommenderModule(TrainingModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
+        top = self.metrics["test"].last_top  # the top-K the metrics ranked anyway: no second scoring
+        self._test_top.append(top[:, :RECOMMENDED_K].to("cpu", torch.int32))
+        self._test_targets.append(batch["target"].to("cpu", torch.int32))
+
+    def on_test_epoch_start(self) -> None:
+        self._test_top, self._test_targets = [], []
+
+    def test_recommendations(self) -> tuple[np.ndarray, np.ndarray]:
+        """Top-10 item ids [N, 10] (0: no item) and target ids [N] of the last test (this rank's queries)."""
+        if not self._test_top:
+            return np.zeros((0, RECOMMENDED_K), np.int32), np.zeros(0, np.int32)
+        return torch.cat(self._test_top).numpy(), torch.cat(self._test_targets).numpy()
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._loss_steps = None, 0  # not the steps precision=auto timed before fitting
+
+    def on_train_epoch_end(self) -> None:
+        if self._loss_sum is not None:
+            mean = float(self._loss_sum) / self._loss_steps
+            self.learning_curve.setdefault(self.current_epoch, {})["train/loss"] = mean
 
     def _eval_epoch_end(self, split: str) -> None:
         metrics = self.metrics[split]
@@ -62,6 +101,8 @@ class RecommenderModule(TrainingModule):
         values = metrics.compute()
         self.metrics[split].reset()
         self.last_metrics[split] = values
+        if split == "val" and self._fitting() and "ndcg@10" in values:
+            self.learning_curve.setdefault(self.current_epoch, {})["val/ndcg_10"] = values["ndcg@10"]
         # MLflow allows no '@' in metric names: ndcg@10 is logged as <split>/ndcg_10.
         logged = {f"{split}/{k.replace('@', '_')}": v for k, v in values.items() if k != "n"}
         self.log_dict(logged)
@@ -71,6 +112,9 @@ class RecommenderModule(TrainingModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    def _fitting(self) -> bool:
+        return self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
 
 
 def gathered(module: L.LightningModule, metrics: FullRankingMetrics) -> FullRankingMetrics:

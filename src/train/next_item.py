@@ -1,11 +1,13 @@
 """Next-item recommendation as a task: SASRec, BERT4Rec, GRU4Rec and the fitted baselines.
 
-Trains with ``conf/loss/`` (none for fitted baselines), tests by full ranking over the catalogue and
-exports the plain bundle (encoder, item vectors, FAISS index).
+Trains with ``conf/loss/`` (none for fitted baselines), tests by full ranking over the catalogue,
+plots the learning curves and the popularity bias of the test recommendations (``train/run_plots.py``,
+logged as ``plots/*.png``) and exports the plain bundle (encoder, item vectors, FAISS index).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,12 @@ from shopformer.data.split import TRAIN
 from shopformer.models.baselines import FittedBaseline
 from shopformer.train.base_module import TrainingModule
 from shopformer.train.module import RecommenderModule
+from shopformer.train.resilient_logger import first_line
+from shopformer.train.run_plots import next_item_plots
 from shopformer.train.task import Task, lightning_module
 
 RANKING_OPTIONS = ("ks", "eval_chunk_size")  # of lit_module, used by shopformer-eval
+PLOTS = "plots"  # the run directory's folder and the MLflow artifact folder of the plots
 
 
 class NextItemTask(Task):
@@ -48,7 +53,13 @@ class NextItemTask(Task):
     def report(
         self, module: TrainingModule, dm: BaseDataModule, test: dict[str, float], run_dir: Path
     ) -> dict[str, Any]:
-        return {"test": {k: (v if k == "n" else round(v, 6)) for k, v in test.items()}}
+        plots = write_plots(module, dm, run_dir / PLOTS)
+        test = {k: (v if k == "n" else round(v, 6)) for k, v in test.items()}
+        return {"test": test, "plots": plots} if plots else {"test": test}
+
+    def log_to_mlflow(self, logger: Any, dm: BaseDataModule, summary: dict[str, Any]) -> None:
+        for path in summary.get("plots", []):
+            logger.experiment.log_artifact(logger.run_id, path, PLOTS)
 
     def evaluate_checkpoint(
         self,
@@ -75,3 +86,16 @@ class NextItemTask(Task):
     def bundle_metrics(self, test: dict[str, float]) -> dict[str, float]:
         # MLflow allows no '@' in metric names: ndcg@10 is test/ndcg_10 in the manifest as in MLflow.
         return {f"test/{k.replace('@', '_')}": v for k, v in test.items() if k != "n"}
+
+
+def write_plots(module: TrainingModule, dm: BaseDataModule, directory: Path) -> list[str]:
+    """The run's plots (learning curves when it trained, popularity bias when it tested); a plot that
+    cannot be made is said in one line and never fails the run."""
+    try:
+        top, targets = module.test_recommendations()
+        curve = module.learning_curve
+        paths = next_item_plots(directory, curve, dm.train_item_counts(), top, targets)
+    except Exception as exc:  # plotting is a by-product: any failure leaves the run as it is
+        print(f"plots skipped: {first_line(exc)}", file=sys.stderr, flush=True)
+        return []
+    return [str(p) for p in paths]

@@ -12,21 +12,12 @@ from omegaconf import OmegaConf
 
 from shopformer.serve.bundle import read_manifest, write_manifest
 from shopformer.train.resilient_logger import ResilientMLFlowLogger, TrackingOff, fail_fast_http, say_failed
+from shopformer.train.tracking_uri import DEFAULT_STORE, default_tracking_uri
 
 if TYPE_CHECKING:  # mlflow costs ~1.3 s to import; only runs that log need it
     from mlflow import MlflowClient
 
-DEFAULT_STORE = Path("mlflow")
 BUNDLE_ARTIFACT = "bundle"
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the sqlite database in ``mlflow/`` of the working directory."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    DEFAULT_STORE.mkdir(exist_ok=True)
-    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
 
 
 def mlflow_logger(
@@ -34,10 +25,12 @@ def mlflow_logger(
     run_name: str | None = None,
     tracking_uri: str | None = None,
     artifact_dir: str | None = None,
+    run_id: str | None = None,
 ) -> ResilientMLFlowLogger | TrackingOff:
     """Lightning's MLFlowLogger with an explicit artifact location (sqlite stores else use ./mlruns),
     connected now: when the store cannot be reached or written, ``failed`` says why (said once) and
-    the run goes on untracked."""
+    the run goes on untracked. ``run_id``: log into that existing run (a sweep's trial run) instead of
+    a new one."""
     fail_fast_http()
     artifacts = Path(
         artifact_dir or os.environ.get("SHOPFORMER_MLFLOW_ARTIFACTS", DEFAULT_STORE / "artifacts")
@@ -51,6 +44,7 @@ def mlflow_logger(
             run_name=run_name,
             tracking_uri=uri,
             artifact_location=artifacts.resolve().as_uri(),
+            run_id=run_id,
         )
     except Exception as exc:  # any failure of the store: permissions, locks, a broken database
         return TrackingOff(say_failed(uri, "opening the store", exc))
