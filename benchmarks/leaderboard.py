@@ -102,12 +102,22 @@ def run_cell(model: str, dataset: str, log_dir: Path) -> dict[str, Any]:
         run_logged([str(BIN / "shopformer-train"), *args], log_dir / f"{model}_{dataset}.log")
     )
     train_s = time.monotonic() - started
+    # The run's own test used the recipe's protocol; shopformer-eval scores only the other one.
+    run_dir = Path(summary["checkpoint"]).parents[1]
+    used = "exclude_seen" if recipe_excludes_seen(run_dir) else "all_items"
+    other = "all_items" if used == "exclude_seen" else "exclude_seen"
     scored = last_json_line(
         run_logged(
-            [str(BIN / "shopformer-eval"), f"ckpt={summary['checkpoint']}", "threads=2"],
+            [
+                str(BIN / "shopformer-eval"),
+                f"ckpt={summary['checkpoint']}",
+                "threads=2",
+                f"protocols=[{other}]",
+            ],
             log_dir / f"{model}_{dataset}.eval.log",
         )
     )
+    scored[used] = summary["test"]
     keep = ("ndcg@10", "hr@10", "mrr@10", "coverage@10")
     return {
         "model": model,
@@ -125,6 +135,14 @@ def run_cell(model: str, dataset: str, log_dir: Path) -> dict[str, Any]:
         "commit": commit(),
         "run_id": summary.get("run_id"),
     }
+
+
+def recipe_excludes_seen(run_dir: Path) -> bool:
+    """Whether the run's test excluded the history (``lit_module.exclude_seen`` of its saved config)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return bool(OmegaConf.select(config, "lit_module.exclude_seen", default=False))
 
 
 def machine() -> str:
