@@ -26,7 +26,7 @@ test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks hydra_plugins
 
 clean:
 	rm -rf .cache outputs .pytest_cache
