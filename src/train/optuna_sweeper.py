@@ -1,13 +1,13 @@
 """The Optuna sweeper of Hydra multiruns (``hydra/sweeper=optuna``, ``conf/hydra/sweeper/optuna.yaml``).
 
-Each trial is one job of the pipeline; what the job returns (the task's ``sweep_value``, e.g. test
-NDCG@10) is the objective. Optuna (a seeded TPE sampler by default) asks for ``n_trials`` trials,
-``n_jobs`` at a time (handed to Hydra's launcher together). MLflow: one parent run per sweep, one
-child run per trial (``train/sweep_runs.py``). A trial that fails (a config error, a crash, no
-objective) is told to Optuna as FAIL, said in one line (with the traceback of a bug), and the sweep
-goes on; a sweep in which no trial completed exits with code 1. At the end the best trial's
-overrides and value are printed, written to ``<sweep dir>/optimization_results.yaml`` and tagged on
-the parent run.
+Each trial is one job of the pipeline; what the job returns (the task's ``sweep_value``, e.g. validation
+NDCG@10 at the best checkpoint) is the objective. Optuna (a seeded TPE sampler by default) asks for
+``n_trials`` trials, ``n_jobs`` at a time (handed to Hydra's launcher together). MLflow: one parent run
+per sweep, one child run per trial (``train/sweep_runs.py``). A trial that fails (a config error, a
+crash, no objective) is told to Optuna as FAIL, said in one line (with the traceback of a bug), and the
+sweep goes on; a sweep in which no trial completed exits with code 1. At the end the best trial's
+overrides and value are printed, written to ``<sweep dir>/optimization_results.yaml`` and tagged on the
+parent run.
 
 Config keys follow hydra-optuna-sweeper's: ``sampler``, ``direction``, ``n_trials``, ``n_jobs``,
 ``storage``, ``study_name``, ``params`` (``train/search_space.py``: ``choice``, ``interval``,

@@ -87,8 +87,17 @@ class Task:
         raise NotImplementedError
 
     def sweep_value(self, summary: dict[str, Any]) -> float | None:
-        """What a Hydra sweep optimises (None: nothing)."""
-        return summary.get("test", {}).get(self.sweep_metric) if self.sweep_metric else None
+        """What a Hydra sweep optimises (None: nothing): ``sweep_metric`` on the validation split, as the
+        best checkpoint scored it, so that a sweep never chooses on the test split. A run that kept no
+        validation score of it (a fitted baseline, a checkpoint monitoring another metric) falls back
+        to the test value and says so."""
+        if not self.sweep_metric:
+            return None
+        validation = summary.get("valid", {}).get(f"val/{self.sweep_metric.replace('@', '_')}")
+        if validation is not None:
+            return validation
+        print(f"sweep objective: test {self.sweep_metric} (no validation score of it was kept)", flush=True)
+        return summary.get("test", {}).get(self.sweep_metric)
 
 
 def lightning_module(

@@ -85,6 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
         **convergence_summary(trainer),  # "converged": false when the budget ran out while still improving
+        "valid": best_validation(trainer),
         "precision": precision.chosen,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
@@ -158,6 +159,15 @@ def _trainer(cfg: DictConfig, logger: Any, trainable: bool, precision: str) -> L
     if not logger:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, precision=precision)
+
+
+def best_validation(trainer: L.Trainer) -> dict[str, float]:
+    """The monitored validation metric of the best checkpoint (``{"val/ndcg_10": ...}``); {} without one."""
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None)
+    if score is None or not getattr(callback, "monitor", None):
+        return {}
+    return {callback.monitor: round(float(score), 6)}
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
