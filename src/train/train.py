@@ -14,6 +14,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -182,6 +184,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if summary is None:
         return None
     print(json.dumps(summary), flush=True)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
     return build_task(cfg).sweep_value(summary)  # the objective of hparams_search sweeps
 
 
