@@ -89,7 +89,8 @@ def run_logged(argv: list[str], log_path: Path) -> str:
             log.write(line)
             log.flush()
         if proc.wait() != 0:
-            raise RuntimeError(f"{shlex.join(argv)} exited {proc.returncode}; log: {log_path}")
+            last = out[-1].strip() if out else ""
+            raise RuntimeError(f"exited {proc.returncode}: {last[:300]} (log: {log_path.name})")
     return "".join(out)
 
 
@@ -134,6 +135,20 @@ def run_cell(model: str, dataset: str, log_dir: Path) -> dict[str, Any]:
         "machine": machine(),
         "commit": commit(),
         "run_id": summary.get("run_id"),
+    }
+
+
+def failure(model: str, dataset: str, reason: str) -> dict[str, Any]:
+    """The record of a cell whose run failed: why, with its command, date, machine and commit."""
+    args = train_command(model, dataset) or []
+    return {
+        "model": model,
+        "dataset": dataset,
+        "failed": reason,
+        "command": "shopformer-train " + shlex.join(args),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "commit": commit(),
     }
 
 
@@ -195,11 +210,11 @@ def verdict(record: dict[str, Any], results: dict[str, Any]) -> str:
         return ""
     protocol = MAIN_PROTOCOL[dataset]
     mine = record["protocols"][protocol]["ndcg@10"]
-    notes = []
+    notes: list[str] = []
     for baseline in ("popularity", "transition") if dataset in SESSION_DATASETS else ("popularity",):
         other = results.get(cell_key(baseline, dataset))
-        if other is None:
-            notes.append(f"{baseline} not run")
+        if other is None or "failed" in other:
+            notes.append(f"{baseline} {'failed (see its row)' if other else 'not run'}")
             continue
         theirs = other["protocols"][protocol]["ndcg@10"]
         word = "beats" if baseline == "popularity" else "reaches"
@@ -237,6 +252,12 @@ def dataset_section(dataset: str, results: dict[str, Any]) -> list[str]:
             state = "no recipe yet" if train_command(model, dataset) is None else "not run yet"
             lines.append(f"| {model} | {state} | | | | | | | {anchor_text(model, dataset, None)} | | | | |")
             continue
+        if "failed" in record:
+            lines.append(
+                f"| {model} | failed: {record['failed']} | | | | | | | {anchor_text(model, dataset, None)} | "
+                f"`{record['command']}` | {record['date']} | {record['machine']} | {record['commit']} |"
+            )
+            continue
         main, second = record["protocols"][protocol], record["protocols"][other]
         lines.append(
             f"| {model} | {fmt(main.get('ndcg@10'))} | {fmt(main.get('hr@10'))} | "
@@ -249,7 +270,11 @@ def dataset_section(dataset: str, results: dict[str, Any]) -> list[str]:
 
 
 def write_table(results: dict[str, Any]) -> None:
-    done = sum(cell_key(m, d) in results for m in MODELS for d in DATASETS)
+    done = sum(
+        cell_key(m, d) in results and "failed" not in results[cell_key(m, d)]
+        for m in MODELS
+        for d in DATASETS
+    )
     lines = [
         "# Leaderboard: every model on every dataset we ship",
         "",
@@ -299,10 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.list or args.write:
         if args.list:
             for model, dataset in cells:
-                done = cell_key(model, dataset) in results
-                state = (
-                    "done" if done else ("no recipe" if train_command(model, dataset) is None else "to run")
-                )
+                record = results.get(cell_key(model, dataset))
+                state = "failed" if record and "failed" in record else "done" if record else "to run"
+                state = "no recipe" if train_command(model, dataset) is None else state
                 print(f"{model:>10} {dataset:<10} {state}")
         write_table(results)
         return
@@ -317,8 +341,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}: training", flush=True)
         try:
             results[key] = run_cell(model, dataset, Path(args.logs))
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # the table says why (a failed cell is retried only with --force)
             print(f"{key}: FAILED: {exc}", flush=True)
+            results[key] = failure(model, dataset, str(exc))
+            save_results(results)
+            write_table(results)
             continue
         save_results(results)
         write_table(results)

@@ -1,0 +1,81 @@
+"""The leaderboard's table: every cell with its state, the checks against the baselines, failures said."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.benchmarks.scripts import load_benchmark
+
+lb = load_benchmark("leaderboard")
+
+
+def cell(model: str, dataset: str, ndcg: float, other: float = 0.0) -> dict:
+    main, second = (
+        ("exclude_seen", "all_items") if dataset in ("ml1m", "ml100k") else ("all_items", "exclude_seen")
+    )
+    return {
+        "model": model,
+        "dataset": dataset,
+        "protocols": {main: {"ndcg@10": ndcg, "hr@10": 2 * ndcg}, second: {"ndcg@10": other, "hr@10": 0.0}},
+        "epochs": 7,
+        "converged": True,
+        "wall_s": 90.0,
+        "command": f"shopformer-train {model}",
+        "date": "2026-12-06 23:00 UTC",
+        "machine": "test CPU",
+        "commit": "abc1234",
+    }
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    monkeypatch.setattr(lb, "TABLE", tmp_path / "LEADERBOARD.md")
+    return tmp_path / "LEADERBOARD.md"
+
+
+def test_every_cell_has_a_command_or_says_why_not():
+    for model in lb.MODELS:
+        for dataset in lb.DATASETS:
+            args = lb.train_command(model, dataset)
+            if model in lb.BASELINES:
+                assert args[:2] == [f"model={model}", f"data={dataset}"]
+            elif args is not None:
+                assert args[0] == f"experiment={model}_{dataset}"
+    assert lb.train_command("sasrec", "ml1m")[0] == "experiment=sasrec_ml1m"
+
+
+def test_the_table_checks_trained_models_against_the_baselines(table):
+    results = {
+        "popularity:yoochoose": cell("popularity", "yoochoose", 0.02),
+        "transition:yoochoose": cell("transition", "yoochoose", 0.34),
+        "sasrec:yoochoose": cell("sasrec", "yoochoose", 0.30),
+        "gru4rec:yoochoose": cell("gru4rec", "yoochoose", 0.36),
+        "sasrec:ml1m": cell("sasrec", "ml1m", 0.1821 * 1.01, other=0.12),
+        "transition:taobao": lb.failure("transition", "taobao", "exited 2: dense table too large"),
+        "sasrec:taobao": cell("sasrec", "taobao", 0.05),
+    }
+    lb.write_table(results)
+    rows = {line.split(" | ")[0].strip("| ") + ":" + section: line
+            for section, block in _sections(table.read_text()).items() for line in block}  # fmt: skip
+    assert (
+        "BELOW transition (0.3400)" in rows["sasrec:yoochoose"]
+        and "beats popularity" in rows["sasrec:yoochoose"]
+    )
+    assert "reaches transition" in rows["gru4rec:yoochoose"]
+    assert "0.1839 | 0.3678 | 0.1200 / 0.0000" in rows["sasrec:ml1m"] and "101% of it" in rows["sasrec:ml1m"]
+    assert "failed: exited 2: dense table too large" in rows["transition:taobao"]
+    assert "transition failed (see its row)" in rows["sasrec:taobao"]
+    assert "not run yet" in rows["bert4rec:ml1m"] or "no recipe yet" in rows["bert4rec:ml1m"]
+    assert "6 of 40 cells done." in table.read_text()
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:]
+            sections[current] = []
+        elif current and line.startswith("| ") and not line.startswith("| model"):
+            sections[current].append(line)
+    return sections
