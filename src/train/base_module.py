@@ -72,6 +72,7 @@ class TrainingModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("shopformer_rng"):
             restore_rng_states(checkpoint["shopformer_rng"])
+        mark_finished_epoch_completed(checkpoint)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -90,3 +91,21 @@ class TrainingModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def mark_finished_epoch_completed(checkpoint: dict) -> None:
+    """A checkpoint written at the end of an epoch (after its last batch and its validation) continues
+    with the next epoch, also when the run is sized in optimiser steps.
+
+    Lightning counts such an epoch as completed on restore only for epoch-based training
+    (``FitLoop.on_run_start``); with ``max_steps`` set (our recipes) it re-entered the finished epoch
+    with no batch left, ran its epoch-end hooks without validation (early stopping then failed on a
+    missing ``val/*`` metric) and lost one epoch of the budget. This hook runs before the loops are
+    restored from the same dictionary."""
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epoch, batches = fit.get("epoch_progress", {}).get("current"), fit.get("epoch_loop.batch_progress", {})
+    if epoch and batches.get("is_last_batch") and epoch.get("completed", 0) < epoch.get("processed", 0):
+        epoch["completed"] = epoch["processed"]
+        # ... and the next epoch starts from its first batch (what a new epoch's reset does).
+        batches["current"] = {key: 0 for key in batches.get("current", {})}
+        batches["is_last_batch"] = False

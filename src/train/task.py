@@ -93,7 +93,8 @@ class Task:
         to the test value."""
         if not self.sweep_metric:
             return None
-        validation = summary.get("valid", {}).get(f"val/{self.sweep_metric.replace('@', '_')}")
+        valid = summary.get("valid", {})
+        validation = valid.get(f"val/{self.sweep_metric.replace('@', '_')}", valid.get(self.sweep_metric))
         return validation if validation is not None else summary.get("test", {}).get(self.sweep_metric)
 
 

@@ -87,10 +87,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "checkpoint": ckpt,
         "epochs": trainer.current_epoch,
         **convergence_summary(trainer),  # "converged": false when the budget ran out while still improving
-        "valid": best_validation(trainer),
         "precision": precision.chosen,
         "dataset": {"name": dm.data.meta["name"], "hash": dm.data.meta["config_hash"]},
     }
+    # The best checkpoint's monitored validation score, beside what the task reports of validation.
+    summary["valid"] = {**best_validation(trainer), **summary.get("valid", {})}
     guarded(logger, "logging the run's tags and artifacts", log_run_facts, logger, cfg, dm, ckpt, commit)
     guarded(logger, "logging the task's artifacts", task.log_to_mlflow, logger, dm, summary)
     if cfg.get("export", True):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shopformer.train.base_module import mark_finished_epoch_completed
 from shopformer.train.resume import FINISHED, newest_interrupted, resume_run_dir
 from tests.train.runs import SMALL
 
@@ -102,3 +103,37 @@ def test_run_dir_choice(tmp_path):
     assert resume_run_dir(new, str(old / "checkpoints" / "last.ckpt")) == str(old)
     assert resume_run_dir(new, str(tmp_path / "elsewhere.ckpt")) == new
     assert resume_run_dir(str(tmp_path / "nothing" / "x"), "auto") == str(tmp_path / "nothing" / "x")
+
+
+def test_an_epoch_end_checkpoint_continues_with_the_next_epoch_in_step_sized_runs():
+    # What Lightning restores from: epoch 0 processed (its last batch and validation done), not yet
+    # counted completed, as written by ModelCheckpoint(save_last=True) at the epoch's end.
+    done = {"ready": 17, "completed": 17, "started": 17, "processed": 17}
+    checkpoint = {
+        "loops": {
+            "fit_loop": {
+                "epoch_progress": {"current": {"ready": 1, "completed": 0, "started": 1, "processed": 1}},
+                "epoch_loop.batch_progress": {
+                    "total": dict(done),
+                    "current": dict(done),
+                    "is_last_batch": True,
+                },
+            }
+        }
+    }
+    mark_finished_epoch_completed(checkpoint)
+    fit = checkpoint["loops"]["fit_loop"]
+    assert fit["epoch_progress"]["current"]["completed"] == 1
+    assert fit["epoch_loop.batch_progress"]["current"] == dict.fromkeys(done, 0)
+    assert (
+        fit["epoch_loop.batch_progress"]["total"] == done
+        and not fit["epoch_loop.batch_progress"]["is_last_batch"]
+    )
+    # A checkpoint from the middle of an epoch is left as it is.
+    mid = {"ready": 5, "completed": 5, "started": 5, "processed": 5}
+    checkpoint["loops"]["fit_loop"] = {
+        "epoch_progress": {"current": {"ready": 2, "completed": 1, "started": 2, "processed": 1}},
+        "epoch_loop.batch_progress": {"current": dict(mid), "is_last_batch": False},
+    }
+    mark_finished_epoch_completed(checkpoint)
+    assert checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"] == mid

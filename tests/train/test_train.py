@@ -24,6 +24,9 @@ def test_summary_line_and_checkpoint(sasrec_run):
 
 def test_run_is_tracked_in_mlflow(sasrec_run, mlflow_store):
     summary, _ = sasrec_run
+    # Lightning's MLFlowLogger sets mlflow's process-wide URI to the store of the last run it logged
+    # to (another test's, perhaps one it broke on purpose): ask this session's store.
+    mlflow.set_tracking_uri(mlflow_store)
     runs = mlflow.search_runs(
         experiment_names=["shopformer"], filter_string=f"run_id = '{summary['run_id']}'"
     )
