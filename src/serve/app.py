@@ -32,12 +32,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from shopformer import __version__
 from shopformer.errors import RequestError
 from shopformer.serve.bundle import BundleError
+from shopformer.serve.exploration import Ask, Shown, answer_asks, make_ask
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
 from shopformer.serve.limits import MAX_BODY_BYTES, BodyLimitMiddleware
 from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
+from shopformer.serve.policies import PolicyConfig
 from shopformer.serve.prometheus import MetricsMiddleware, ServingMetrics
 from shopformer.serve.recommender import Recommendation, Recommender
 from shopformer.serve.schemas import (
+    FeedbackIn,
+    FeedbackOut,
     JourneyBatchIn,
     JourneyBatchOut,
     JourneyIn,
@@ -50,6 +54,7 @@ from shopformer.serve.schemas import (
     SimilarIn,
     error_responses,
 )
+from shopformer.serve.serving_logs import ServingLogs
 from shopformer.serve.shared_reload import SharedSource, follow
 
 ADMIN_TOKEN_ENV = "SHOPFORMER_ADMIN_TOKEN"
@@ -59,15 +64,40 @@ REQUEST_ERRORS = error_responses(422)
 JOURNEY_ERRORS = error_responses(404, 422)
 SERVICE_ERRORS = error_responses()
 ADMIN_ERRORS = error_responses(401, 403, 409, 422)
+FEEDBACK_ERRORS = error_responses(404, 422)
 
 
 class ModelSlot:
     """The recommender being served; replaced whole (one reference assignment) on reload."""
 
-    def __init__(self, recommender: Recommender, load_options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        load_options: Mapping[str, Any],
+        policy: PolicyConfig | None = None,
+        logs: ServingLogs | None = None,
+    ) -> None:
         self.current = recommender
         self.load_options = dict(load_options)
         self.reloading = threading.Lock()
+        self.policy = policy or PolicyConfig()
+        self.logs = logs
+
+    def ask(self, body: RecommendIn, i: int = 0) -> Ask:
+        """The request as an :class:`Ask` under the server's policy with the request's overrides."""
+        config = self.policy
+        if body.policy is not None:
+            try:
+                config = config.overridden(body.policy.as_overrides())
+            except RequestError as exc:
+                raise _unprocessable(exc, ()) from None
+        counts = self.logs.counts if self.logs is not None else None
+        return make_ask(body.as_session(), config.build(counts), body.request_id, i)
+
+    def log(self, rec: Recommender, asks: list[Ask], shown: list[Shown]) -> None:
+        if self.logs is not None:
+            for ask, answer in zip(asks, shown, strict=True):
+                self.logs.record(ask, answer, (rec.name, rec.version), ask.session.filters, None)
 
 
 def create_app(
@@ -83,6 +113,9 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     shared_reload: str | os.PathLike | None = None,
     follow_interval: float = 1.0,
+    policy: PolicyConfig | Mapping[str, Any] | None = None,
+    log_dir: str | os.PathLike | None = None,
+    log_flush_interval: float = 1.0,
 ) -> FastAPI:
     """The app serving a :class:`Recommender` or the bundle at a source (directory or MLflow URI).
 
@@ -93,6 +126,9 @@ def create_app(
     :class:`~shopformer.serve.micro_batching.Pacer`). ``shared_reload``: a file through which the
     worker processes of one service follow each other's reloads (checked every ``follow_interval``
     seconds). A request body over ``max_body_bytes`` is answered 413 before it is parsed.
+    ``policy``: the exploration policy of every answer (:class:`PolicyConfig` or its fields; greedy by
+    default), which a request may override. ``log_dir``: where impressions and feedback are logged
+    (off when unset; see :mod:`shopformer.serve.serving_logs`); a clean shutdown writes every row.
     """
     if batching not in SETTINGS:
         raise ValueError(f"batching must be one of {SETTINGS}, got {batching!r}")
@@ -101,7 +137,10 @@ def create_app(
     if not isinstance(recommender, Recommender):
         recommender = Recommender.load(recommender, **options)
     token = os.environ.get(ADMIN_TOKEN_ENV, "") if admin_token is None else admin_token
-    slot, metrics = ModelSlot(recommender, options), ServingMetrics()
+    if isinstance(policy, Mapping):
+        policy = PolicyConfig(**policy)
+    logs = ServingLogs(log_dir, flush_interval=log_flush_interval) if log_dir else None
+    slot, metrics = ModelSlot(recommender, options, policy, logs), ServingMetrics()
     metrics.serving(recommender.name, recommender.version)
 
     shared = SharedSource(shared_reload) if shared_reload else None
@@ -112,9 +151,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(follow(shared, follow_reload, follow_interval)) if shared else None
-        yield
-        if task is not None:
-            task.cancel()
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            if logs is not None:
+                logs.close()  # SIGTERM: uvicorn shuts the app down, every queued row is written
 
     app = FastAPI(
         title="shopformer",
@@ -129,7 +172,7 @@ def create_app(
     batcher = None
     if batching != "off":
         batcher = make_batcher(
-            batching, _recommend_many, max_batch, metrics.batch_size.observe, max_wait_ms / 1e3
+            batching, answer_asks, max_batch, metrics.batch_size.observe, max_wait_ms / 1e3
         )
     _add_model_routes(app, slot, metrics, batcher)
     _add_admin_routes(app, slot, metrics, token, shared)
@@ -143,9 +186,11 @@ def _add_model_routes(
 
         @app.post("/recommend", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
         def recommend(body: RecommendIn) -> Response:
-            """Top-k items for one session's history."""
+            """Top-k items for one session's history (through the exploration policy, when one is set)."""
             rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
-            (result,) = _answer(rec, [body], prefix=())
+            asks = [slot.ask(body)]
+            (result,) = _answer(rec, asks, prefix=())
+            slot.log(rec, asks, [result])
             metrics.unknown_items.inc(len(result.unknown_items))
             return JSONResponse(_result(result, rec))
 
@@ -153,12 +198,14 @@ def _add_model_routes(
 
         @app.post("/recommend", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
         async def recommend(body: RecommendIn) -> Response:
-            """Top-k items for one session's history."""
+            """Top-k items for one session's history (through the exploration policy, when one is set)."""
             rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
+            ask = slot.ask(body)
             try:
-                result = await batcher.submit(rec, body.as_session())
+                result = await batcher.submit(rec, ask)
             except RequestError as exc:
                 raise _unprocessable(exc, ()) from None
+            slot.log(rec, [ask], [result])
             metrics.unknown_items.inc(len(result.unknown_items))
             return JSONResponse(_result(result, rec))
 
@@ -168,9 +215,19 @@ def _add_model_routes(
     def recommend_batch(body: RecommendBatchIn) -> Response:
         """Many sessions at once: one encoder run and one index search for all of them."""
         rec = slot.current
-        results = _answer(rec, body.requests, prefix=("requests",))
+        asks = [slot.ask(request, i) for i, request in enumerate(body.requests)]
+        results = _answer(rec, asks, prefix=("requests",))
+        slot.log(rec, asks, results)
         metrics.unknown_items.inc(sum(len(r.unknown_items) for r in results))
         return JSONResponse({"results": [_result(r, rec) for r in results]})
+
+    @app.post("/feedback", response_model=FeedbackOut, tags=["recommend"], responses=FEEDBACK_ERRORS)
+    def feedback(body: FeedbackIn) -> dict[str, Any]:
+        """Log a click, cart or purchase on an item an answer showed (needs the server's log_dir)."""
+        if slot.logs is None:
+            raise HTTPException(404, "feedback logging is off: start the server with log_dir=DIR")
+        match = slot.logs.record_feedback(body.request_id, body.item_id, body.event, body.revenue)
+        return {"logged": True, "match": match}
 
     @app.post("/similar", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
     def similar(body: SimilarIn) -> Response:
@@ -270,13 +327,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail, "error_id": error_id}, status_code=500)
 
 
-def _recommend_many(rec: Recommender, sessions: list) -> list[Recommendation]:
-    return rec.recommend_batch(sessions)
-
-
-def _answer(rec: Recommender, bodies: list[RecommendIn], prefix: tuple) -> list[Recommendation]:
+def _answer(rec: Recommender, asks: list[Ask], prefix: tuple) -> list[Shown]:
     try:
-        results = rec.recommend_batch([b.as_session() for b in bodies])
+        results = answer_asks(rec, asks)
     except RequestError as exc:
         loc = exc.loc if prefix else exc.loc[1:]  # a single request has no batch position
         raise _unprocessable(RequestError(loc, exc.message), prefix) from None
@@ -310,11 +363,17 @@ def _unprocessable(exc: RequestError, prefix: tuple) -> HTTPException:
     return HTTPException(422, detail)
 
 
-def _result(result: Recommendation, rec: Recommender) -> dict[str, Any]:
+def _result(result: Recommendation | Shown, rec: Recommender) -> dict[str, Any]:
+    if isinstance(result, Recommendation):  # similar items: no policy
+        items = [{"item_id": item, "score": score} for item, score in result.items]
+        return {"items": items, "unknown_items": result.unknown_items, "model": _model(rec)}
     return {
-        "items": [{"item_id": item, "score": score} for item, score in result.items],
+        "items": [{"item_id": i, "score": s, "propensity": p} for i, s, p in result.items],
         "unknown_items": result.unknown_items,
         "model": _model(rec),
+        "request_id": result.request_id,
+        "policy": {"name": result.policy, "version": result.policy_version},
+        "slate_propensity": result.slate_propensity,
     }
 
 

@@ -2,7 +2,8 @@
 
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
         [workers=1] [batching=loop|thread|off] [max_batch=64] [max_wait_ms=2.0]
-        [max_body_bytes=8388608]
+        [max_body_bytes=8388608] [policy=greedy|epsilon_greedy|softmax|thompson] [epsilon=0.1]
+        [temperature=1.0] [top_n=20] [log_dir=DIR] [log_flush_s=1.0]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
         (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
@@ -36,6 +37,7 @@ from shopformer.serve.batch_scoring import (
 )
 from shopformer.serve.limits import MAX_BODY_BYTES
 from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS
+from shopformer.serve.policies import PolicyConfig
 from shopformer.serve.recommender import Recommender
 
 USAGE_ERROR = USAGE_EXIT_CODE
@@ -53,6 +55,12 @@ SERVE_ARGS = {
     "max_batch": (int, 64),
     "max_wait_ms": (float, MAX_WAIT_MS),  # a busy service's batch waits this long for company
     "max_body_bytes": (int, MAX_BODY_BYTES),  # larger request bodies get 413 before parsing
+    "policy": (str, "greedy"),  # exploration: greedy|epsilon_greedy|softmax|thompson (see serve/policies.py)
+    "epsilon": (float, 0.1),
+    "temperature": (float, 1.0),
+    "top_n": (int, 20),  # candidates an exploring policy draws from
+    "log_dir": (str, ""),  # impressions and feedback logs (off when empty; see serve/serving_logs.py)
+    "log_flush_s": (float, 1.0),
 }
 TASKS = ("recommend", "journey")
 RECOMMEND_ARGS = {
@@ -126,12 +134,26 @@ def app_from_env():
         max_wait_ms=args.get("max_wait_ms", MAX_WAIT_MS),
         max_body_bytes=args.get("max_body_bytes", MAX_BODY_BYTES),
         shared_reload=args.get("reload_file"),
+        policy=policy_config(args),
+        log_dir=args.get("log_dir") or None,
+        log_flush_interval=args.get("log_flush_s", 1.0),
     )
     # The loaded libraries and model are hundreds of thousands of long-lived objects: left to the
     # cyclic GC, every full collection walks them all and stalls requests by tens of milliseconds.
     gc.collect()
     gc.freeze()
     return app
+
+
+def policy_config(args: dict[str, Any]) -> PolicyConfig:
+    """The server's exploration policy from its arguments (one line naming a bad value)."""
+    fields = {"name": args.get("policy", "greedy")}
+    fields |= {name: args[name] for name in ("epsilon", "temperature", "top_n") if name in args}
+    try:
+        return PolicyConfig(**fields)
+    except RequestError as exc:
+        name = exc.loc[-1] if exc.loc[-1] != "name" else "policy"
+        raise UsageError(f"{name}: {exc.message}") from None
 
 
 def _serve(args: dict[str, Any]) -> None:
@@ -149,6 +171,9 @@ def _serve(args: dict[str, Any]) -> None:
         raise UsageError(f"max_wait_ms must be between 0 and 1000, got {args['max_wait_ms']}")
     if args["batching"] not in SETTINGS:
         raise UsageError(f"batching must be one of {', '.join(SETTINGS)}, got {args['batching']!r}")
+    policy_config(args)  # a bad policy setting fails here, in one line
+    if args["log_flush_s"] <= 0:
+        raise UsageError(f"log_flush_s must be positive, got {args['log_flush_s']}")
     os.environ[SERVE_ENV] = json.dumps(args)
     app = app_from_env()  # loads and verifies the bundle once here, so errors surface before serving
     rec = app.state.slot.current
@@ -165,6 +190,8 @@ def _serve(args: dict[str, Any]) -> None:
     # Each worker process builds its own app (and model) from the environment, on its own socket.
     from shopformer.serve.workers import run_workers  # lazy: only workers > 1 need multiprocessing
 
+    if app.state.slot.logs is not None:
+        app.state.slot.logs.close()  # each worker opens its own (journals are locked per process)
     del app
     with tempfile.TemporaryDirectory(prefix="shopformer-serve-") as shared:
         # Workers follow each other's /admin/reload through this file (see serve/shared_reload.py).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -41,6 +41,21 @@ class FiltersIn(_Body):
         return self.model_dump(exclude_none=True)
 
 
+class PolicyIn(_Body):
+    """Override the server's exploration policy for this request (unset fields keep the server's)."""
+
+    name: Literal["greedy", "epsilon_greedy", "softmax", "thompson"] | None = None
+    epsilon: Annotated[Number, Field(ge=0, le=1)] | None = None
+    temperature: Annotated[Number, Field(gt=0)] | None = None
+    top_n: StrictInt | None = Field(None, ge=1, le=MAX_K, description="candidates the policy draws from")
+
+    def as_overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+RequestId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[\x21-\x7e]+$")]
+
+
 class RecommendIn(_Body):
     """One session; event_types / timestamps, when given, have one entry per item."""
 
@@ -56,6 +71,10 @@ class RecommendIn(_Body):
     k: StrictInt = Field(10, ge=1, le=MAX_K)
     exclude_seen: StrictBool = True
     filters: FiltersIn | None = None
+    request_id: RequestId | None = Field(
+        None, description="seeds the policy's draws (same id, same answer); the server makes one when unset"
+    )
+    policy: PolicyIn | None = None
 
     def as_session(self) -> dict[str, Any]:
         return {
@@ -87,9 +106,17 @@ class ReloadIn(_Body):
 class ItemScore(BaseModel):
     item_id: int | str
     score: float
+    propensity: float | None = Field(
+        None, description="probability that the policy shows this item at this position (exploring answers)"
+    )
 
 
 class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class PolicyRef(BaseModel):
     name: str
     version: str
 
@@ -98,6 +125,25 @@ class RecommendOut(BaseModel):
     items: list[ItemScore]
     unknown_items: list[int | str]
     model: ModelRef
+    request_id: str | None = None
+    policy: PolicyRef | None = None
+    slate_propensity: float | None = Field(None, description="probability of this whole ranked list")
+
+
+class FeedbackIn(_Body):
+    """A user event on an item a recommendation showed."""
+
+    request_id: RequestId
+    item_id: RawId
+    event: Literal["click", "cart", "purchase"]
+    revenue: Annotated[Number, Field(ge=0)] = 0.0
+
+
+class FeedbackOut(BaseModel):
+    logged: bool
+    match: Literal["matched", "unknown_request", "item_not_shown"] | None = Field(
+        description="whether the request id and item were among this server's recent answers"
+    )
 
 
 class RecommendBatchOut(BaseModel):

@@ -1,0 +1,84 @@
+"""Recommendations through an exploration policy: retrieve top-N after the rules, let the policy fill k slots.
+
+An :class:`Ask` is one session with its policy and request id; :func:`answer_asks` answers many with
+one encoder run and one index search (the same path as plain recommendations), then draws each
+answer with the request's own random generator (:func:`~shopformer.serve.policies.request_rng`).
+Greedy answers need no wider retrieval: they are today's top k, with propensity 1.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from shopformer.serve.policies import Policy, PolicyConfig, request_rng
+from shopformer.serve.recommender import Recommender
+from shopformer.serve.sessions import Session, parse_session
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One session to answer under ``policy``; ``request_id`` seeds its draws (a new id when empty)."""
+
+    session: Session
+    policy: Policy
+    request_id: str = ""
+
+    def with_id(self) -> Ask:
+        return self if self.request_id else replace(self, request_id=uuid.uuid4().hex)
+
+
+@dataclass
+class Shown:
+    """What a session is shown: (raw id, score, propensity) per slot, and what was considered."""
+
+    request_id: str
+    policy: str
+    policy_version: str
+    items: list[tuple[Any, float, float]] = field(default_factory=list)
+    slate_propensity: float | None = None
+    candidates: list[Any] = field(default_factory=list)
+    candidate_scores: list[float] = field(default_factory=list)
+    unknown_items: list[Any] = field(default_factory=list)
+
+
+def make_ask(spec: Session | dict, policy: Policy, request_id: str | None = None, i: int = 0) -> Ask:
+    """An :class:`Ask` from a session (or its mapping); a fresh request id when none is given."""
+    session = spec if isinstance(spec, Session) else parse_session(spec, i)
+    return Ask(session, policy, request_id or "").with_id()
+
+
+def answer_asks(rec: Recommender, asks: Sequence[Ask]) -> list[Shown]:
+    """Answer every ask: one retrieval for all (top-N where a policy explores), then each policy's draw."""
+    wide = [
+        a.session
+        if a.policy.name == "greedy"
+        else replace(a.session, k=max(a.session.k, a.policy.config.top_n))
+        for a in asks
+    ]
+    results = rec.recommend_batch(wide)
+    out = []
+    for ask, result in zip(asks, results, strict=True):
+        policy, k = ask.policy, ask.session.k
+        shown = Shown(ask.request_id, policy.name, policy.version, unknown_items=result.unknown_items)
+        if result.items:
+            ids = np.array([item for item, _ in result.items], dtype=object)
+            scores = np.array([score for _, score in result.items], dtype=np.float64)
+            slate = policy.choose(scores, k, request_rng(ask.request_id, policy.name), ids)
+            shown.items = [
+                (ids[c], float(scores[c]), float(p))
+                for c, p in zip(slate.picks, slate.propensities, strict=True)
+            ]
+            shown.slate_propensity = slate.slate_propensity
+            shown.candidates, shown.candidate_scores = ids.tolist(), scores.tolist()
+        out.append(shown)
+    return out
+
+
+def build_policy(config: PolicyConfig, counts: Any = None) -> Policy:
+    """The policy of a config (Thompson sampling reads ``counts``)."""
+    return config.build(counts)

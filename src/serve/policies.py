@@ -1,0 +1,201 @@
+"""Exploration policies over retrieved candidates, each with the propensities of what it shows.
+
+A policy gets the top-N candidates that survived the business rules (best first, with their scores)
+and fills ``k`` slots. For every slot it returns the *propensity*: the probability that this item is
+shown at this position under the policy, given the same candidates (the marginal that off-policy
+estimators divide by), and the probability of the whole ranked list. ``marginals`` gives the full
+[N, k] table of those probabilities, which off-policy evaluation needs for a target policy.
+
+- ``greedy``: the top k, propensity 1 (today's behaviour).
+- ``epsilon_greedy``: the top k with probability 1 - epsilon, else k of the N drawn uniformly.
+- ``softmax``: Plackett-Luce sampling of the k slots, weights ``exp(score / temperature)``; exact
+  marginals from :mod:`shopformer.serve.rank_marginals`.
+- ``thompson``: Bernoulli Thompson sampling; each item's click rate has a Beta posterior whose prior
+  mean comes from the model score and whose counts come from the feedback log
+  (:class:`~shopformer.serve.bandit_counts.BanditCounts`); slots are filled by the sampled rates.
+  Its marginals have no closed form: they are the frequencies over ``draws`` seeded samples that
+  include the one shown (as the Open Bandit Pipeline estimates them), so they are never zero.
+
+Randomness comes from :func:`request_rng`, seeded by the request id, so an answer can be reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from math import lgamma
+from typing import Any, Protocol
+
+import numpy as np
+
+from shopformer.errors import RequestError
+from shopformer.serve.rank_marginals import floored, plackett_luce_marginals, plackett_luce_slate_probability
+
+POLICY_VERSION = "1"
+NAMES = ("greedy", "epsilon_greedy", "softmax", "thompson")
+
+
+@dataclass(frozen=True)
+class Slate:
+    """What a policy shows: candidate indices in slot order, each slot's propensity, the list's."""
+
+    picks: np.ndarray
+    propensities: np.ndarray
+    slate_propensity: float | None
+
+
+class ItemCounts(Protocol):
+    """Impressions and clicks per raw item id (Thompson sampling's posterior counts)."""
+
+    def counts(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """A policy and its settings; ``top_n`` is how many retrieved candidates it draws from."""
+
+    name: str = "greedy"
+    epsilon: float = 0.1
+    temperature: float = 1.0
+    top_n: int = 20
+    prior_strength: float = 20.0
+    prior_ctr: float = 0.05
+    draws: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.name not in NAMES:
+            raise RequestError(("policy", "name"), f"must be one of {', '.join(NAMES)}, got {self.name!r}")
+        checks = {
+            "epsilon": 0.0 <= self.epsilon <= 1.0,
+            "temperature": self.temperature > 0,
+            "top_n": isinstance(self.top_n, int) and 1 <= self.top_n <= 1000,
+            "prior_strength": self.prior_strength > 0,
+            "prior_ctr": 0.0 < self.prior_ctr < 1.0,
+            "draws": isinstance(self.draws, int) and 10 <= self.draws <= 100_000,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise RequestError(("policy", name), f"out of range: {getattr(self, name)!r}")
+
+    def overridden(self, changes: Mapping[str, Any] | None) -> PolicyConfig:
+        """This config with a request's overrides (``None`` values are ignored)."""
+        given = {key: value for key, value in (changes or {}).items() if value is not None}
+        return self if not given else PolicyConfig(**{**self.__dict__, **given})
+
+    def build(self, counts: ItemCounts | None = None) -> Policy:
+        if self.name == "greedy":
+            return Greedy(self)
+        if self.name == "epsilon_greedy":
+            return EpsilonGreedy(self)
+        if self.name == "softmax":
+            return Softmax(self)
+        return Thompson(self, counts)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Base: fills k slots from candidate scores (best first); subclasses define how."""
+
+    config: PolicyConfig
+    name: str = field(init=False, default="greedy")
+    version: str = field(init=False, default=POLICY_VERSION)
+
+    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+        k = min(k, scores.size)
+        return Slate(np.arange(k), np.ones(k), 1.0)
+
+    def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
+        """[N, k]: probability that candidate i is shown at slot p (each slot sums to one)."""
+        k = min(k, scores.size)
+        return np.eye(scores.size, k)
+
+
+class Greedy(Policy):
+    """The top k candidates as ranked; deterministic."""
+
+
+@dataclass(frozen=True)
+class EpsilonGreedy(Policy):
+    name: str = field(init=False, default="epsilon_greedy")
+
+    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+        n, k, eps = scores.size, min(k, scores.size), self.config.epsilon
+        picks = rng.permutation(n)[:k] if rng.random() < eps else np.arange(k)
+        marginal = (1.0 - eps) * (picks == np.arange(k)) + eps / n
+        uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))  # 1 / (n! / (n - k)!)
+        slate = (1.0 - eps) * bool(np.array_equal(picks, np.arange(k))) + eps * uniform
+        return Slate(picks, marginal, float(slate))
+
+    def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
+        n, k, eps = scores.size, min(k, scores.size), self.config.epsilon
+        return (1.0 - eps) * np.eye(n, k) + eps / n
+
+
+@dataclass(frozen=True)
+class Softmax(Policy):
+    name: str = field(init=False, default="softmax")
+
+    def weights(self, scores: np.ndarray) -> np.ndarray:
+        z = (np.asarray(scores, dtype=np.float64) - np.max(scores)) / self.config.temperature
+        return floored(np.exp(z))
+
+    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+        k = min(k, scores.size)
+        w = self.weights(scores)
+        keys = np.log(w) + rng.gumbel(size=w.size)  # Gumbel-top-k is a Plackett-Luce draw
+        picks = np.argsort(-keys, kind="stable")[:k]
+        table = plackett_luce_marginals(w, k)
+        return Slate(picks, table[picks, np.arange(k)], plackett_luce_slate_probability(w, picks))
+
+    def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
+        return plackett_luce_marginals(self.weights(scores), min(k, scores.size))
+
+
+@dataclass(frozen=True)
+class Thompson(Policy):
+    counts: ItemCounts | None = None
+    name: str = field(init=False, default="thompson")
+
+    def posterior(self, scores: np.ndarray, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Beta parameters per candidate: prior mean from the score, plus logged clicks and misses."""
+        cfg = self.config
+        z = np.asarray(scores, dtype=np.float64)
+        z = (z - z.mean()) / max(z.std(), 1e-9)  # scores only rank; their scale differs by model
+        mean = 1.0 / (1.0 + np.exp(-(np.log(cfg.prior_ctr / (1 - cfg.prior_ctr)) + z)))
+        alpha, beta = cfg.prior_strength * mean, cfg.prior_strength * (1.0 - mean)
+        if self.counts is not None and ids is not None:
+            shown, clicks = self.counts.counts(np.asarray(ids))
+            alpha, beta = alpha + clicks, beta + np.maximum(shown - clicks, 0)
+        return alpha, beta
+
+    def _draws(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any) -> np.ndarray:
+        alpha, beta = self.posterior(scores, ids)
+        rates = rng.beta(alpha, beta, size=(self.config.draws, scores.size))
+        return np.argsort(-rates, axis=1, kind="stable")[:, :k]  # [draws, k]
+
+    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+        k = min(k, scores.size)
+        ranked = self._draws(scores, k, rng, ids)
+        picks = ranked[0]
+        table = _frequencies(ranked, scores.size)
+        same = float(np.mean(np.all(ranked == picks, axis=1)))
+        return Slate(picks, table[picks, np.arange(k)], same)
+
+    def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        return _frequencies(self._draws(scores, min(k, scores.size), rng, ids), scores.size)
+
+
+def _frequencies(ranked: np.ndarray, n: int) -> np.ndarray:
+    """[n, k] share of draws that put candidate i at slot p."""
+    draws, k = ranked.shape
+    table = np.zeros((n, k))
+    np.add.at(table, (ranked, np.broadcast_to(np.arange(k), ranked.shape)), 1.0)
+    return table / draws
+
+
+def request_rng(request_id: str, salt: str = "") -> np.random.Generator:
+    """The random generator of one request: the same id gives the same draws."""
+    digest = hashlib.sha256(f"{salt}\x00{request_id}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
