@@ -487,6 +487,7 @@ class ServerSpec:
     workers: int = 1
     batching: str = "loop"  # shopformer-serve's dynamic batching of /recommend: loop | thread | off
     options: tuple[str, ...] = ()  # further shopformer-serve key=value options
+    logs: bool = False  # log impressions (log_dir=a temporary directory), then count the rows
 
 
 SERVERS = {
@@ -504,6 +505,22 @@ SERVERS = {
         "shopformer-serve workers=2 max_wait_ms=0 (never waits)", workers=2, options=("max_wait_ms=0",)
     ),
     "thread2": ServerSpec("shopformer-serve workers=2 batching=thread", workers=2, batching="thread"),
+    "greedy_logged": ServerSpec("shopformer-serve policy=greedy, impressions logged", logs=True),
+    "epsilon_logged": ServerSpec(
+        "shopformer-serve policy=epsilon_greedy top_n=20, impressions logged",
+        options=("policy=epsilon_greedy", "top_n=20"),
+        logs=True,
+    ),
+    "softmax_logged": ServerSpec(
+        "shopformer-serve policy=softmax top_n=20, impressions logged",
+        options=("policy=softmax", "top_n=20"),
+        logs=True,
+    ),
+    "thompson_logged": ServerSpec(
+        "shopformer-serve policy=thompson top_n=20, impressions logged",
+        options=("policy=thompson", "top_n=20"),
+        logs=True,
+    ),
 }
 
 
@@ -513,17 +530,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(spec: ServerSpec, bundle: Path, port: int, threads: int) -> list[str]:
+def server_command(
+    spec: ServerSpec, bundle: Path, port: int, threads: int, log_dir: Path | None = None
+) -> list[str]:
     serve = Path(sys.executable).with_name("shopformer-serve")
     command = [str(serve)] if serve.exists() else [sys.executable, "-m", "shopformer.serve.cli"]
     options = [f"bundle={bundle}", f"port={port}", f"threads={threads}", "log_level=warning"]
+    options += [f"log_dir={log_dir}"] if log_dir is not None else []
     return [*command, *options, f"workers={spec.workers}", f"batching={spec.batching}", *spec.options]
 
 
-def start_server(spec: ServerSpec, bundle: Path, threads: int) -> tuple[subprocess.Popen, int]:
+def start_server(
+    spec: ServerSpec, bundle: Path, threads: int, log_dir: Path | None = None
+) -> tuple[subprocess.Popen, int]:
     """The server in its own process group, once it answers /health; (process, port)."""
     port = free_port()
-    command = server_command(spec, bundle, port, threads)
+    command = server_command(spec, bundle, port, threads, log_dir)
     env = dict(os.environ)
     server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -793,10 +815,15 @@ def server_rows(key: str, setup: Setup, bodies: list[bytes], args: argparse.Name
     spec, rows = SERVERS[key], []
     name = f"{spec.name}, threads={args.server_threads}"
     log(f"HTTP: starting {name}")
-    server, port = start_server(spec, setup.bundle, args.server_threads)
+    log_dir = Path(tempfile.mkdtemp(prefix="shopformer-serving-logs-")) if spec.logs else None
+    server, port = start_server(spec, setup.bundle, args.server_threads, log_dir)
+    answered = 0
 
     def run(clients: int, requests: int, seconds: float, rate: float | None = None) -> LoadResult:
-        return load_test(server, port, bodies, clients, requests, seconds, rate, args.client)
+        nonlocal answered
+        result = load_test(server, port, bodies, clients, requests, seconds, rate, args.client)
+        answered += len(result.latencies_ms) - result.errors  # refused requests are not logged
+        return result
 
     try:
         run(4, 100, 30.0)  # warm-up: sessions, thread pool, allocator
@@ -821,7 +848,19 @@ def server_rows(key: str, setup: Setup, bodies: list[bytes], args: argparse.Name
             rows.append(http_row(name, f"open loop, {rate:.0f} req/s offered", args.http_clients, opened))
     finally:
         stop_server(server)
+    if log_dir is not None:
+        logged = count_logged(log_dir)
+        log(f"HTTP: {name}: {logged:,} impression rows for {answered:,} answered requests")
+        for row in rows:
+            row[0] = f"{row[0]}; log rows / answered: {logged:,} / {answered:,}"
     return rows
+
+
+def count_logged(log_dir: Path) -> int:
+    """Rows of the impression log a stopped server left (every journal sealed into Parquet)."""
+    from shopformer.serve.event_log import read_log
+
+    return read_log(log_dir / "impressions", "impressions", include_open=True).num_rows
 
 
 def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:

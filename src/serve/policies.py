@@ -110,6 +110,10 @@ class Policy:
         k = min(k, scores.size)
         return np.eye(scores.size, k)
 
+    def slate_probability(self, scores: np.ndarray, picks: np.ndarray) -> float | None:
+        """Probability of showing exactly ``picks`` (candidate indices in slot order); None: unknown."""
+        return float(np.array_equal(picks, np.arange(len(picks))))
+
 
 class Greedy(Policy):
     """The top k candidates as ranked; deterministic."""
@@ -123,13 +127,16 @@ class EpsilonGreedy(Policy):
         n, k, eps = scores.size, min(k, scores.size), self.config.epsilon
         picks = rng.permutation(n)[:k] if rng.random() < eps else np.arange(k)
         marginal = (1.0 - eps) * (picks == np.arange(k)) + eps / n
-        uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))  # 1 / (n! / (n - k)!)
-        slate = (1.0 - eps) * bool(np.array_equal(picks, np.arange(k))) + eps * uniform
-        return Slate(picks, marginal, float(slate))
+        return Slate(picks, marginal, self.slate_probability(scores, picks))
 
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
         n, k, eps = scores.size, min(k, scores.size), self.config.epsilon
         return (1.0 - eps) * np.eye(n, k) + eps / n
+
+    def slate_probability(self, scores: np.ndarray, picks: np.ndarray) -> float | None:
+        n, k, eps = scores.size, len(picks), self.config.epsilon
+        uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))
+        return float((1.0 - eps) * np.array_equal(picks, np.arange(k)) + eps * uniform)
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,9 @@ class Softmax(Policy):
 
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
         return plackett_luce_marginals(self.weights(scores), min(k, scores.size))
+
+    def slate_probability(self, scores: np.ndarray, picks: np.ndarray) -> float | None:
+        return plackett_luce_slate_probability(self.weights(scores), np.asarray(picks))
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,9 @@ class Thompson(Policy):
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
         rng = rng if rng is not None else np.random.default_rng(0)
         return _frequencies(self._draws(scores, min(k, scores.size), rng, ids), scores.size)
+
+    def slate_probability(self, scores: np.ndarray, picks: np.ndarray) -> float | None:
+        return None  # no closed form; a frequency over draws would be near zero for most lists
 
 
 def _frequencies(ranked: np.ndarray, n: int) -> np.ndarray:
