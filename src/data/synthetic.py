@@ -29,31 +29,33 @@ import pandas as pd
 from shopformer.data.synthetic_sampling import (
     CategorySampler,
     calibrated_bias,
-    log_odds,
     sigmoid,
     start_timestamp,
-    successor_graph,
 )
+from shopformer.data.synthetic_world import (
+    J_BARGAIN,
+    MAX_SESSION_VIEWS,
+    REVISIT_CART_PROB,
+    SyntheticConfig,
+    World,
+    build_world,
+)
+
+__all__ = ["EVENT_TYPES", "ITEM_ID_OFFSET", "MAX_SESSION_VIEWS", "SyntheticConfig", "browse", "generate"]
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
 ITEM_ID_OFFSET = 100_000
 USER_ID_OFFSET = 1
 SESSION_ID_OFFSET = 1
 SESSION_GAP_S = 1800
-MAX_SESSION_VIEWS = 50
 
 _MAX_INNER_GAP_S = 1500
 _MIN_BETWEEN_GAP_S = SESSION_GAP_S + 60
 _MAX_BETWEEN_GAP_S = 60 * 86400
 _FIRST_SESSION_SPREAD_S = 30 * 86400
-_REVISIT_PROB = 0.08
-_REVISIT_CART_PROB = 0.5
-_SUCCESSOR_DECAY = 0.6
 _PURCHASE_ITEM_PROB = 0.8
 # journey_signal effects (per unit of signal): purchase-logit weights and checkout re-view rates
 _J_INTENT, _J_HESITATED, _J_PRICE = 1.5, 1.0, 1.5
-_J_REVISIT = 1.0  # log-factor of the revisit rate per unit of intent
-_J_BARGAIN = 1.5  # logit of keeping the cheaper of two fresh candidates, per unit of intent
 _J_DWELL = 0.8  # extra log-dwell per unit of intent before views that get carted
 _J_REVIEW_CONVERT, _J_REVIEW_ABANDON = 0.6, 0.15
 
@@ -61,113 +63,37 @@ _J_REVIEW_CONVERT, _J_REVIEW_ABANDON = 0.6, 0.15
 # Bump whenever the event stream generated for the same parameters changes: cached datasets
 # are keyed by the source's fingerprint, which includes this.
 GENERATOR_VERSION = 2
+DEFAULT_CONFIG = SyntheticConfig()
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
-    """Parameters of the synthetic dataset; identical configs give identical data.
+class Browsed:
+    """Simulated views of sessions, in the order given: views[s, t] is an item index (-1 past the end),
+    carts[s, t] whether that view was carted; hesitated[s]: a carted item was viewed again."""
 
-    sessions_per_user and mean_session_views are means (each user has >= 1 session, each
-    session >= 1 view, at most 50). follow_prob is the chance that the next view follows the
-    item transition graph (each item has n_successors successors with decreasing weights).
-    cart_rate is the base chance that an in-stock view is followed by add-to-cart; purchase_rate
-    is the expected share of sessions with a cart that end in a purchase. start is the earliest
-    possible timestamp (naive strings are read as UTC). journey_signal >= 0 scales the planted
-    journey signal (see the module docstring); 0 leaves the stream exactly as without it.
+    views: np.ndarray
+    carts: np.ndarray
+    hesitated: np.ndarray
+
+
+def browse(
+    world: World, users: np.ndarray, intent: np.ndarray, length: np.ndarray, rng: np.random.Generator
+) -> Browsed:
+    """Simulate the views and carts of sessions (user index, intent, number of views) in ``world``.
+
+    Each step, for all active sessions at once: the next view follows the successor graph of the
+    previous one, revisits an earlier view (from the third view on), or is a fresh draw (category by
+    the user's affinity, then item by popularity within it); then an in-stock view may be carted.
     """
-
-    n_users: int = 6000
-    n_items: int = 3000
-    n_categories: int = 40
-    sessions_per_user: float = 4.0
-    mean_session_views: float = 6.0
-    follow_prob: float = 0.55
-    n_successors: int = 5
-    popularity_exponent: float = 1.1
-    cart_rate: float = 0.12
-    purchase_rate: float = 0.45
-    in_stock_rate: float = 0.92
-    start: str = "2026-01-01"
-    seed: int = 0
-    journey_signal: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.n_users < 1:
-            raise ValueError("n_users must be >= 1")
-        if self.n_categories < 1:
-            raise ValueError("n_categories must be >= 1")
-        if self.n_items < self.n_categories:
-            raise ValueError("n_items must be >= n_categories")
-        if self.n_successors < 1 or self.n_successors >= self.n_items:
-            raise ValueError("n_successors must be in [1, n_items)")
-        if self.sessions_per_user < 1:
-            raise ValueError("sessions_per_user must be >= 1")
-        if not 1 <= self.mean_session_views <= MAX_SESSION_VIEWS:
-            raise ValueError(f"mean_session_views must be in [1, {MAX_SESSION_VIEWS}]")
-        if self.popularity_exponent < 0:
-            raise ValueError("popularity_exponent must be >= 0")
-        if self.journey_signal < 0:
-            raise ValueError("journey_signal must be >= 0")
-        for name in ("follow_prob", "in_stock_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]")
-        for name in ("cart_rate", "purchase_rate"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1)")
-
-
-def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (events, items).
-
-    events: user_id, session_id, item_id, timestamp (unix s, UTC), event_type in
-    {"view", "cart", "purchase"}, sorted by (user_id, timestamp) with strictly increasing
-    timestamps per user. items: item_id, category, price, in_stock (one row per item).
-    """
-    cfg = config
-    rng = np.random.default_rng(cfg.seed)
-    n_items, n_cat, n_users = cfg.n_items, cfg.n_categories, cfg.n_users
-
-    sizes = rng.multinomial(n_items - n_cat, rng.dirichlet(np.ones(n_cat))) + 1
-    category = rng.permutation(np.repeat(np.arange(n_cat), sizes))
-    popularity = np.empty(n_items)
-    popularity[rng.permutation(n_items)] = np.arange(1, n_items + 1) ** -cfg.popularity_exponent
-    popularity /= popularity.sum()
-    cat_level = rng.normal(np.log(35.0), 0.8, n_cat)
-    log_price = cat_level[category] + rng.normal(0.0, 0.5, n_items)
-    price = np.maximum(np.round(np.exp(log_price), 2), 0.5)
-    # log price relative to the category level: cheaper-than-usual items are carted more
-    rel_price = np.log(price) - cat_level[category]
-    in_stock = rng.random(n_items) < cfg.in_stock_rate
-
-    by_popularity = CategorySampler(popularity, category, n_cat)
-    overall = CategorySampler(popularity, np.zeros(n_items, dtype=np.int64), 1)
-    # a flatter weighting makes successor sets item-specific rather than "top of category"
-    by_affinity = CategorySampler(np.sqrt(popularity), category, n_cat)
-    succ = successor_graph(rng, category, by_affinity, overall, cfg.n_successors)
-    succ_cum = np.cumsum(_SUCCESSOR_DECAY ** np.arange(cfg.n_successors))
-    succ_cum /= succ_cum[-1]
-
-    cat_share = np.bincount(category, weights=popularity, minlength=n_cat)
-    alpha = 2.0 * (0.7 * cat_share + 0.3 / n_cat)
-    affinity = rng.gamma(alpha, size=(n_users, n_cat)) + 1e-12
-    affinity /= affinity.sum(axis=1, keepdims=True)
-    affinity = 0.95 * affinity + 0.05 * cat_share
-    aff_cum = np.cumsum(affinity, axis=1)
-    u_cart = rng.normal(0.0, 0.6, n_users)
-    u_purchase = rng.normal(0.0, 0.7, n_users)
-    extra = cfg.sessions_per_user - 1.0
-    n_sessions = 1 + rng.poisson(rng.gamma(1.5, extra / 1.5, n_users) if extra > 0 else 0.0)
-    n_sessions = np.broadcast_to(n_sessions, (n_users,)).astype(np.int64)
-
-    # --- sessions (chronological within user, users in id order)
-    n_sess = int(n_sessions.sum())
-    sess_user = np.repeat(np.arange(n_users), n_sessions)
-    length = np.minimum(rng.geometric(1.0 / cfg.mean_session_views, n_sess), MAX_SESSION_VIEWS)
-    intent = rng.normal(0.0, 1.0, n_sess)
-
+    n_cat, js = world.n_categories, world.journey_signal
+    by_popularity = CategorySampler(world.popularity, world.category, n_cat)
+    aff_cum = np.cumsum(world.affinity, axis=1)
+    rel_price, succ, succ_cum = world.rel_price, world.succ, world.succ_cum
+    n_succ = succ.shape[1]
+    n_sess = length.size
     # simulate in order of decreasing length, so the active sessions at step t are a prefix
     perm = np.argsort(-length, kind="stable")
-    s_user = sess_user[perm]
+    s_user = users[perm]
     s_intent = intent[perm]
     max_len = int(length.max())
     n_active = n_sess - np.cumsum(np.bincount(length, minlength=max_len + 1))[:max_len]
@@ -175,24 +101,16 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     carts = np.zeros((n_sess, max_len), dtype=bool)
     last_cart = np.full(n_sess, -1, dtype=np.int64)
     hesitated = np.zeros(n_sess, dtype=bool)
-    cart_base = log_odds(cfg.cart_rate)
-    revisit_prob = min(_REVISIT_PROB, 1.0 - cfg.follow_prob)
-    # with journey_signal, intent shows in the items viewed and revisited more than in the carts
-    cart_intent = 0.5 / (1.0 + cfg.journey_signal)
-    if cfg.journey_signal > 0:  # high-intent sessions compare: they go back to items they have seen
-        boost = np.exp(cfg.journey_signal * _J_REVISIT * s_intent)
-        revisit_prob = np.minimum(_REVISIT_PROB * boost, 1.0 - cfg.follow_prob)
-    else:
-        revisit_prob = np.full(n_sess, revisit_prob)
+    revisit_prob = world.revisit_prob(s_intent)
 
     def fresh(users: np.ndarray, intent: np.ndarray) -> np.ndarray:
         cats = np.minimum((aff_cum[users] < rng.random(users.size)[:, None]).sum(axis=1), n_cat - 1)
         item = by_popularity.sample(cats, rng.random(users.size))
-        if cfg.journey_signal > 0:  # bargain hunting: high intent keeps the cheaper of two candidates
+        if js > 0:  # bargain hunting: high intent keeps the cheaper of two candidates
             other = by_popularity.sample(cats, rng.random(users.size))
             cheaper = np.where(rel_price[other] < rel_price[item], other, item)
             dearer = np.where(rel_price[other] < rel_price[item], item, other)
-            keep_cheap = rng.random(users.size) < sigmoid(cfg.journey_signal * _J_BARGAIN * intent)
+            keep_cheap = rng.random(users.size) < sigmoid(js * J_BARGAIN * intent)
             item = np.where(keep_cheap, cheaper, dearer)
         return item
 
@@ -205,17 +123,17 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
         else:
             prev = views[:m, t - 1].astype(np.int64)
             r = rng.random(m)
-            follow = r < cfg.follow_prob
-            revisit = ~follow & (r < cfg.follow_prob + revisit_prob[:m]) if t >= 2 else None
+            follow = r < world.follow_prob
+            revisit = ~follow & (r < world.follow_prob + revisit_prob[:m]) if t >= 2 else None
             item = np.empty(m, dtype=np.int64)
             fi = np.flatnonzero(follow)
             k = np.searchsorted(succ_cum, rng.random(fi.size), side="right")
-            item[fi] = succ[prev[fi], np.minimum(k, cfg.n_successors - 1)]
+            item[fi] = succ[prev[fi], np.minimum(k, n_succ - 1)]
             if revisit is not None:
                 ri = np.flatnonzero(revisit)
                 back = views[ri, rng.integers(0, t - 1, ri.size)]
                 lc = last_cart[ri]
-                to_cart = (lc >= 0) & (lc != prev[ri]) & (rng.random(ri.size) < _REVISIT_CART_PROB)
+                to_cart = (lc >= 0) & (lc != prev[ri]) & (rng.random(ri.size) < REVISIT_CART_PROB)
                 item[ri] = np.where(to_cart, lc, back)
                 new = ~(follow | revisit)
             else:
@@ -226,18 +144,44 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
             seen = eq.any(axis=1)
             already = (eq & carts[:m, :t]).any(axis=1)
         views[:m, t] = item
-        logit = cart_base + u_cart[users] + cart_intent * s_intent[:m] - 0.8 * rel_price[item] + 1.0 * seen
-        cart = in_stock[item] & ~already & (rng.random(m) < sigmoid(logit))
+        logit = world.cart_logit(users, s_intent[:m], item, seen)
+        cart = world.in_stock[item] & ~already & (rng.random(m) < sigmoid(logit))
         carts[:m, t] = cart
         hesitated[:m] |= already
         last_cart[:m] = np.where(cart, item, last_cart[:m])
 
     inv = np.empty_like(perm)
     inv[perm] = np.arange(n_sess)
-    hesitated = hesitated[inv]
+    return Browsed(views=views[inv], carts=carts[inv], hesitated=hesitated[inv])
+
+
+def generate(config: SyntheticConfig = DEFAULT_CONFIG) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (events, items).
+
+    events: user_id, session_id, item_id, timestamp (unix s, UTC), event_type in
+    {"view", "cart", "purchase"}, sorted by (user_id, timestamp) with strictly increasing
+    timestamps per user. items: item_id, category, price, in_stock (one row per item).
+    """
+    cfg = config
+    rng = np.random.default_rng(cfg.seed)
+    n_items, n_cat, n_users = cfg.n_items, cfg.n_categories, cfg.n_users
+    world = build_world(cfg, rng)
+    category, price, rel_price, in_stock = world.category, world.price, world.rel_price, world.in_stock
+    extra = cfg.sessions_per_user - 1.0
+    n_sessions = 1 + rng.poisson(rng.gamma(1.5, extra / 1.5, n_users) if extra > 0 else 0.0)
+    n_sessions = np.broadcast_to(n_sessions, (n_users,)).astype(np.int64)
+
+    # --- sessions (chronological within user, users in id order)
+    n_sess = int(n_sessions.sum())
+    sess_user = np.repeat(np.arange(n_users), n_sessions)
+    length = np.minimum(rng.geometric(1.0 / cfg.mean_session_views, n_sess), MAX_SESSION_VIEWS)
+    intent = rng.normal(0.0, 1.0, n_sess)
+    browsed = browse(world, sess_user, intent, length, rng)
+    hesitated = browsed.hesitated
+    max_len = browsed.views.shape[1]
     mask = np.arange(max_len) < length[:, None]
-    v_item = views[inv][mask].astype(np.int64)
-    v_cart = carts[inv][mask]
+    v_item = browsed.views[mask].astype(np.int64)
+    v_cart = browsed.carts[mask]
     v_sess = np.repeat(np.arange(n_sess), length)
     sess_first = np.cumsum(length) - length
     v_first = np.zeros(v_item.size, dtype=bool)
@@ -247,7 +191,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
     c_sess, c_item = v_sess[v_cart], v_item[v_cart]
     n_carts = np.bincount(c_sess, minlength=n_sess)
     mean_rel = np.bincount(c_sess, weights=rel_price[c_item], minlength=n_sess) / np.maximum(n_carts, 1)
-    propensity = u_purchase[sess_user] / (1.0 + cfg.journey_signal)  # hidden from every session model
+    propensity = world.u_purchase[sess_user] / (1.0 + cfg.journey_signal)  # hidden from every session model
     signal = propensity + 0.6 * intent + 0.5 * (n_carts - 1) + 1.0 * hesitated - 0.5 * mean_rel
     js = cfg.journey_signal
     if js > 0:
@@ -338,7 +282,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame,
             "item_id": (ITEM_ID_OFFSET + np.arange(n_items)).astype(np.int64),
             "category": labels[category],
             "price": price.astype(np.float64),
-            "in_stock": in_stock,
+            "in_stock": in_stock.copy(),
         }
     )
     return events, items
