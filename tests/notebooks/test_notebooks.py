@@ -30,6 +30,7 @@ EXECUTED = (
     "02_compare_runs.ipynb",
     "03_serve_and_inspect.ipynb",
     "04_journey_scores.ipynb",
+    "05_off_policy_evaluation.ipynb",
 )
 DATA = ["data.source.n_users=300", "data.source.n_items=150"]
 TINY = [
@@ -42,6 +43,7 @@ TINY = [
     "threads=1",
 ]
 SASREC = [*TINY, "trainer.max_epochs=3"]
+SECOND = [*TINY, "trainer.max_epochs=1", "seed=1"]  # bundle B of the off-policy notebook
 JOURNEY = [
     "experiment=journey_synthetic",
     *TINY,
@@ -76,7 +78,15 @@ class Runs:
         self.root, self.env = root, env
         self.sasrec = finish(root, "sasrec", start(root, env, "sasrec", SASREC))  # first: creates the store
         self.training = start(root, env, "journey", JOURNEY)
+        self.second_training = start(root, env, "second", SECOND)
         self._journey: dict | None = None
+        self._second: dict | None = None
+
+    @property
+    def second(self) -> dict:
+        if self._second is None:
+            self._second = finish(self.root, "second", self.second_training)
+        return self._second
 
     @property
     def journey(self) -> dict:
@@ -95,9 +105,10 @@ def runs(tmp_path_factory):
     }
     runs = Runs(root, env)
     yield runs
-    if runs.training.poll() is None:  # a test failed before it waited for the journey run
-        runs.training.kill()
-        runs.training.wait()
+    for process in (runs.training, runs.second_training):
+        if process.poll() is None:  # a test failed before it waited for this run
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +244,22 @@ def test_journey_scores(runs, execute):
     ranking = text(notebook, "crm")
     assert re.search(r"[\d,]+ test sessions opened a cart; the 15 at highest risk", ranking)
     assert "abandoned" in ranking or "purchased" in ranking
+
+
+def test_off_policy_evaluation(runs, execute):
+    env = {
+        **runs.env,
+        "SHOPFORMER_NB_BUNDLE_A": runs.sasrec["bundle"],
+        "SHOPFORMER_NB_BUNDLE_B": runs.second["bundle"],
+        "SHOPFORMER_NB_VISITORS": "300",
+    }
+    notebook = execute("05_off_policy_evaluation.ipynb", env)
+    assert "shop: 150 items; 300 visitors" in text(notebook, "load")
+    assert re.search(r"300 of 300 visitors answered .* \(0 errors\)", text(notebook, "serve"))
+    estimated = text(notebook, "estimate")
+    assert re.search(r"300 logged requests, [\d,]+ shown items", estimated)
+    for name in ("ipw", "snipw", "dm", "dr", "sndr", "switch-dr"):
+        assert re.search(rf"^{name}\b", estimated, re.M), name
+    truth = text(notebook, "truth")
+    assert "truth: B would" in truth and "B true" in truth and "interval covers B's truth" in truth
+    assert images(notebook, "plot") == 1
