@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shopformer.serve.policies import Policy, PolicyConfig, request_rng
+from shopformer.serve.policies import Draw, Policy, PolicyConfig, request_rng
 from shopformer.serve.recommender import Recommender
 from shopformer.serve.sessions import Session, parse_session
 
@@ -61,21 +61,30 @@ def answer_asks(rec: Recommender, asks: Sequence[Ask]) -> list[Shown]:
         for a in asks
     ]
     results = rec.recommend_batch(wide)
-    out = []
-    for ask, result in zip(asks, results, strict=True):
-        policy, k = ask.policy, ask.session.k
-        shown = Shown(ask.request_id, policy.name, policy.version, unknown_items=result.unknown_items)
+    out = [
+        Shown(a.request_id, a.policy.name, a.policy.version, unknown_items=r.unknown_items)
+        for a, r in zip(asks, results, strict=True)
+    ]
+    groups: dict[Policy, list[int]] = {}
+    for i, result in enumerate(results):
         if result.items:
-            ids = np.array([item for item, _ in result.items], dtype=object)
-            scores = np.array([score for _, score in result.items], dtype=np.float64)
-            slate = policy.choose(scores, k, request_rng(ask.request_id, policy.name), ids)
+            groups.setdefault(asks[i].policy, []).append(i)
+    for policy, members in groups.items():  # one batched draw per policy (softmax shares its integrals)
+        draws, candidates = [], []
+        for i in members:
+            ids = np.array([item for item, _ in results[i].items], dtype=object)
+            scores = np.array([score for _, score in results[i].items], dtype=np.float64)
+            rng = request_rng(asks[i].request_id, policy.name)
+            draws.append(Draw(scores, asks[i].session.k, rng, ids))
+            candidates.append(ids)
+        for i, draw, ids, slate in zip(members, draws, candidates, policy.choose_many(draws), strict=True):
+            shown = out[i]
             shown.items = [
-                (ids[c], float(scores[c]), float(p))
+                (ids[c], float(draw.scores[c]), float(p))
                 for c, p in zip(slate.picks, slate.propensities, strict=True)
             ]
             shown.slate_propensity = slate.slate_propensity
-            shown.candidates, shown.candidate_scores = ids.tolist(), scores.tolist()
-        out.append(shown)
+            shown.candidates, shown.candidate_scores = ids.tolist(), draw.scores.tolist()
     return out
 
 

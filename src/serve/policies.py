@@ -30,10 +30,25 @@ from typing import Any, Protocol
 import numpy as np
 
 from shopformer.errors import RequestError
-from shopformer.serve.rank_marginals import floored, plackett_luce_marginals, plackett_luce_slate_probability
+from shopformer.serve.rank_marginals import (
+    floored,
+    plackett_luce_marginals,
+    plackett_luce_propensities,
+    plackett_luce_slate_probability,
+)
 
 POLICY_VERSION = "1"
 NAMES = ("greedy", "epsilon_greedy", "softmax", "thompson")
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One request's candidates (scores best first, raw ids), its slots and random generator."""
+
+    scores: np.ndarray
+    k: int
+    rng: np.random.Generator
+    ids: Any = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,10 @@ class Policy:
         k = min(k, scores.size)
         return Slate(np.arange(k), np.ones(k), 1.0)
 
+    def choose_many(self, draws: list[Draw]) -> list[Slate]:
+        """One slate per draw (the same as :meth:`choose` on each; subclasses may batch the work)."""
+        return [self.choose(d.scores, d.k, d.rng, d.ids) for d in draws]
+
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
         """[N, k]: probability that candidate i is shown at slot p (each slot sums to one)."""
         k = min(k, scores.size)
@@ -148,12 +167,24 @@ class Softmax(Policy):
         return floored(np.exp(z))
 
     def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
-        k = min(k, scores.size)
-        w = self.weights(scores)
-        keys = np.log(w) + rng.gumbel(size=w.size)  # Gumbel-top-k is a Plackett-Luce draw
-        picks = np.argsort(-keys, kind="stable")[:k]
-        table = plackett_luce_marginals(w, k)
-        return Slate(picks, table[picks, np.arange(k)], plackett_luce_slate_probability(w, picks))
+        return self.choose_many([Draw(scores, k, rng, ids)])[0]
+
+    def choose_many(self, draws: list[Draw]) -> list[Slate]:
+        """Draws with the same number of candidates and slots share one propensity computation."""
+        out: list[Slate | None] = [None] * len(draws)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, d in enumerate(draws):
+            groups.setdefault((d.scores.size, min(d.k, d.scores.size)), []).append(i)
+        for (_, k), members in groups.items():
+            w = np.stack([self.weights(draws[i].scores) for i in members])
+            # Gumbel-top-k is a Plackett-Luce draw; each request keeps its own random generator
+            keys = np.log(w) + np.stack([draws[i].rng.gumbel(size=w.shape[1]) for i in members])
+            picks = np.argsort(-keys, axis=1, kind="stable")[:, :k]
+            propensities = plackett_luce_propensities(w, picks)
+            for row, i in enumerate(members):
+                slate = plackett_luce_slate_probability(w[row], picks[row])
+                out[i] = Slate(picks[row], propensities[row], slate)
+        return out  # type: ignore[return-value]
 
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
         return plackett_luce_marginals(self.weights(scores), min(k, scores.size))

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from shopformer.errors import RequestError
-from shopformer.serve.policies import PolicyConfig, request_rng
-from shopformer.serve.rank_marginals import plackett_luce_marginals, plackett_luce_slate_probability
+from shopformer.serve.policies import Draw, PolicyConfig, request_rng
+from shopformer.serve.rank_marginals import (
+    plackett_luce_marginals,
+    plackett_luce_propensities,
+    plackett_luce_slate_probability,
+)
 
 SCORES = np.array([2.0, 1.5, 1.4, 0.3, -0.5, -1.0])
 K = 3
@@ -48,6 +52,24 @@ def test_plackett_luce_marginals_equal_enumeration_of_every_ranking(spread):
         assert np.abs(plackett_luce_marginals(weights, k) - exact).max() < 1e-6
 
 
+def test_the_propensities_of_a_draw_are_its_entries_of_the_table():
+    weights = np.exp(np.random.default_rng(3).normal(0.0, 1.5, (16, 12)))
+    picks = np.stack([np.random.default_rng(i).permutation(12)[:5] for i in range(16)])
+    table = plackett_luce_marginals(weights, 5)
+    expected = table[np.arange(16)[:, None], picks, np.arange(5)]
+    np.testing.assert_allclose(plackett_luce_propensities(weights, picks), expected, rtol=1e-4)
+
+
+def test_a_batch_of_softmax_draws_equals_each_drawn_alone():
+    policy = POLICIES["softmax"].build()
+    rows = [np.sort(np.random.default_rng(i).normal(size=n))[::-1] for i, n in enumerate([6, 6, 9, 6])]
+    together = policy.choose_many([Draw(s, 3, request_rng(f"b{i}")) for i, s in enumerate(rows)])
+    for i, scores in enumerate(rows):
+        alone = policy.choose(scores, 3, request_rng(f"b{i}"))
+        np.testing.assert_array_equal(together[i].picks, alone.picks)
+        np.testing.assert_allclose(together[i].propensities, alone.propensities, rtol=1e-12)
+
+
 def test_plackett_luce_marginals_of_a_batch_equal_each_alone():
     weights = np.exp(np.random.default_rng(1).normal(0.0, 2.0, (4, 9)))
     batch = plackett_luce_marginals(weights, 4)
@@ -77,7 +99,8 @@ def test_propensities_match_the_frequencies_of_many_seeded_draws(name):
         # the propensity returned is the policy's marginal for the slot it fills
         if name != "thompson":  # thompson's is a frequency over its own draws, checked below
             expected = policy.marginals(SCORES, K, ids)[slate.picks, np.arange(K)]
-            np.testing.assert_allclose(slate.propensities, expected, atol=1e-9)
+            # softmax logs the k propensities it shows without the full table's renormalisation
+            np.testing.assert_allclose(slate.propensities, expected, rtol=1e-4, atol=1e-12)
     table = policy.marginals(SCORES, K, ids, rng=np.random.default_rng(7))  # thompson: 500 draws of its own
     # binomial standard error of a frequency over 2000 draws, with room for thompson's own estimate
     tolerance = 4.5 * np.sqrt(table * (1 - table) / draws) + (0.02 if name == "thompson" else 1e-9)
