@@ -20,7 +20,6 @@ import contextlib
 import hmac
 import logging
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -32,10 +31,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from shopformer import __version__
 from shopformer.errors import RequestError
 from shopformer.serve.bundle import BundleError
-from shopformer.serve.exploration import Ask, Shown, answer_asks, make_ask
+from shopformer.serve.exploration import Ask, Shown, answer_asks
 from shopformer.serve.journey import JourneyScore, NoJourneyModel
 from shopformer.serve.limits import MAX_BODY_BYTES, BodyLimitMiddleware
 from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS, LoopBatcher, ThreadBatcher, make_batcher
+from shopformer.serve.model_slot import ModelSlot
 from shopformer.serve.policies import PolicyConfig
 from shopformer.serve.prometheus import MetricsMiddleware, ServingMetrics
 from shopformer.serve.recommender import Recommendation, Recommender
@@ -56,6 +56,7 @@ from shopformer.serve.schemas import (
 )
 from shopformer.serve.serving_logs import ServingLogs
 from shopformer.serve.shared_reload import SharedSource, follow
+from shopformer.serve.traffic_split import TrafficSplit
 
 ADMIN_TOKEN_ENV = "SHOPFORMER_ADMIN_TOKEN"
 log = logging.getLogger("shopformer.serve")
@@ -65,39 +66,6 @@ JOURNEY_ERRORS = error_responses(404, 422)
 SERVICE_ERRORS = error_responses()
 ADMIN_ERRORS = error_responses(401, 403, 409, 422)
 FEEDBACK_ERRORS = error_responses(404, 422)
-
-
-class ModelSlot:
-    """The recommender being served; replaced whole (one reference assignment) on reload."""
-
-    def __init__(
-        self,
-        recommender: Recommender,
-        load_options: Mapping[str, Any],
-        policy: PolicyConfig | None = None,
-        logs: ServingLogs | None = None,
-    ) -> None:
-        self.current = recommender
-        self.load_options = dict(load_options)
-        self.reloading = threading.Lock()
-        self.policy = policy or PolicyConfig()
-        self.logs = logs
-
-    def ask(self, body: RecommendIn, i: int = 0) -> Ask:
-        """The request as an :class:`Ask` under the server's policy with the request's overrides."""
-        config = self.policy
-        if body.policy is not None:
-            try:
-                config = config.overridden(body.policy.as_overrides())
-            except RequestError as exc:
-                raise _unprocessable(exc, ()) from None
-        counts = self.logs.counts if self.logs is not None else None
-        return make_ask(body.as_session(), config.build(counts), body.request_id, i)
-
-    def log(self, rec: Recommender, asks: list[Ask], shown: list[Shown]) -> None:
-        if self.logs is not None:
-            for ask, answer in zip(asks, shown, strict=True):
-                self.logs.record(ask, answer, (rec.name, rec.version), ask.session.filters, None)
 
 
 def create_app(
@@ -116,6 +84,9 @@ def create_app(
     policy: PolicyConfig | Mapping[str, Any] | None = None,
     log_dir: str | os.PathLike | None = None,
     log_flush_interval: float = 1.0,
+    ab_bundle: Recommender | str | os.PathLike | None = None,
+    ab_split: str = "50/50",
+    ab_arms: tuple[str, str] = ("A", "B"),
 ) -> FastAPI:
     """The app serving a :class:`Recommender` or the bundle at a source (directory or MLflow URI).
 
@@ -129,6 +100,9 @@ def create_app(
     ``policy``: the exploration policy of every answer (:class:`PolicyConfig` or its fields; greedy by
     default), which a request may override. ``log_dir``: where impressions and feedback are logged
     (off when unset; see :mod:`shopformer.serve.serving_logs`); a clean shutdown writes every row.
+    ``ab_bundle``: a second bundle served beside the first as an A/B test, each visitor (user id, else
+    session id) always on the same arm (:mod:`shopformer.serve.traffic_split`), ``ab_split`` of traffic
+    each (e.g. ``"50/50"``); the arm is in every answer and impression row. Reload replaces arm A.
     """
     if batching not in SETTINGS:
         raise ValueError(f"batching must be one of {SETTINGS}, got {batching!r}")
@@ -140,7 +114,13 @@ def create_app(
     if isinstance(policy, Mapping):
         policy = PolicyConfig(**policy)
     logs = ServingLogs(log_dir, flush_interval=log_flush_interval) if log_dir else None
-    slot, metrics = ModelSlot(recommender, options, policy, logs), ServingMetrics()
+    challenger, split = None, None
+    if ab_bundle is not None:
+        split = TrafficSplit.of(ab_arms, ab_split)
+        challenger = (
+            ab_bundle if isinstance(ab_bundle, Recommender) else Recommender.load(ab_bundle, **options)
+        )
+    slot, metrics = ModelSlot(recommender, options, policy, logs, challenger, split), ServingMetrics()
     metrics.serving(recommender.name, recommender.version)
 
     shared = SharedSource(shared_reload) if shared_reload else None
@@ -182,44 +162,52 @@ def create_app(
 def _add_model_routes(
     app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, batcher: LoopBatcher | ThreadBatcher | None
 ) -> None:
+    _add_recommend_routes(app, slot, metrics, batcher)
+    _add_other_routes(app, slot, metrics)
+
+
+def _add_recommend_routes(
+    app: FastAPI, slot: ModelSlot, metrics: ServingMetrics, batcher: LoopBatcher | ThreadBatcher | None
+) -> None:
     if batcher is None:
 
         @app.post("/recommend", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
         def recommend(body: RecommendIn) -> Response:
             """Top-k items for one session's history (through the exploration policy, when one is set)."""
-            rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
-            asks = [slot.ask(body)]
-            (result,) = _answer(rec, asks, prefix=())
-            slot.log(rec, asks, [result])
+            try:
+                ((result, rec, arm),) = slot.answer([_asked(slot, body, ())])
+            except RequestError as exc:
+                raise _unprocessable(RequestError(exc.loc[1:], exc.message), ()) from None
             metrics.unknown_items.inc(len(result.unknown_items))
-            return JSONResponse(_result(result, rec))
+            return JSONResponse(_result(result, rec, arm))
 
     else:
 
         @app.post("/recommend", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
         async def recommend(body: RecommendIn) -> Response:
             """Top-k items for one session's history (through the exploration policy, when one is set)."""
-            rec = slot.current  # one model for the whole request, even if a reload swaps it meanwhile
-            ask = slot.ask(body)
+            ask = _asked(slot, body, ())
+            rec, arm = slot.route(ask)  # one model for the whole request, even across a reload
             try:
                 result = await batcher.submit(rec, ask)
             except RequestError as exc:
                 raise _unprocessable(exc, ()) from None
-            slot.log(rec, [ask], [result])
+            slot.log(rec, [ask], [result], arm)
             metrics.unknown_items.inc(len(result.unknown_items))
-            return JSONResponse(_result(result, rec))
+            return JSONResponse(_result(result, rec, arm))
 
     @app.post(
         "/recommend/batch", response_model=RecommendBatchOut, tags=["recommend"], responses=REQUEST_ERRORS
     )
     def recommend_batch(body: RecommendBatchIn) -> Response:
         """Many sessions at once: one encoder run and one index search for all of them."""
-        rec = slot.current
-        asks = [slot.ask(request, i) for i, request in enumerate(body.requests)]
-        results = _answer(rec, asks, prefix=("requests",))
-        slot.log(rec, asks, results)
-        metrics.unknown_items.inc(sum(len(r.unknown_items) for r in results))
-        return JSONResponse({"results": [_result(r, rec) for r in results]})
+        asks = [_asked(slot, request, ("requests", i), i) for i, request in enumerate(body.requests)]
+        try:
+            answered = slot.answer(asks)
+        except RequestError as exc:
+            raise _unprocessable(exc, ("requests",)) from None
+        metrics.unknown_items.inc(sum(len(shown.unknown_items) for shown, _, _ in answered))
+        return JSONResponse({"results": [_result(shown, rec, arm) for shown, rec, arm in answered]})
 
     @app.post("/feedback", response_model=FeedbackOut, tags=["recommend"], responses=FEEDBACK_ERRORS)
     def feedback(body: FeedbackIn) -> dict[str, Any]:
@@ -229,6 +217,8 @@ def _add_model_routes(
         match = slot.logs.record_feedback(body.request_id, body.item_id, body.event, body.revenue)
         return {"logged": True, "match": match}
 
+
+def _add_other_routes(app: FastAPI, slot: ModelSlot, metrics: ServingMetrics) -> None:
     @app.post("/similar", response_model=RecommendOut, tags=["recommend"], responses=REQUEST_ERRORS)
     def similar(body: SimilarIn) -> Response:
         """Items closest to one item (item-to-item), the item itself excluded."""
@@ -327,13 +317,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail, "error_id": error_id}, status_code=500)
 
 
-def _answer(rec: Recommender, asks: list[Ask], prefix: tuple) -> list[Shown]:
+def _asked(slot: ModelSlot, body: RecommendIn, prefix: tuple, i: int = 0) -> Ask:
+    """The request as an :class:`Ask`; a bad policy override is a 422 naming its field."""
     try:
-        results = answer_asks(rec, asks)
+        return slot.ask(body, i)
     except RequestError as exc:
-        loc = exc.loc if prefix else exc.loc[1:]  # a single request has no batch position
-        raise _unprocessable(RequestError(loc, exc.message), prefix) from None
-    return results
+        raise _unprocessable(exc, prefix) from None
 
 
 def _journeys(rec: Recommender, bodies: list[JourneyIn], prefix: tuple) -> list[JourneyScore]:
@@ -363,7 +352,7 @@ def _unprocessable(exc: RequestError, prefix: tuple) -> HTTPException:
     return HTTPException(422, detail)
 
 
-def _result(result: Recommendation | Shown, rec: Recommender) -> dict[str, Any]:
+def _result(result: Recommendation | Shown, rec: Recommender, arm: str | None = None) -> dict[str, Any]:
     if isinstance(result, Recommendation):  # similar items: no policy
         items = [{"item_id": item, "score": score} for item, score in result.items]
         return {"items": items, "unknown_items": result.unknown_items, "model": _model(rec)}
@@ -374,6 +363,7 @@ def _result(result: Recommendation | Shown, rec: Recommender) -> dict[str, Any]:
         "request_id": result.request_id,
         "policy": {"name": result.policy, "version": result.policy_version},
         "slate_propensity": result.slate_propensity,
+        "arm": arm,
     }
 
 

@@ -3,7 +3,7 @@
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
         [workers=1] [batching=loop|thread|off] [max_batch=64] [max_wait_ms=2.0]
         [max_body_bytes=8388608] [policy=greedy|epsilon_greedy|softmax|thompson] [epsilon=0.1]
-        [temperature=1.0] [top_n=20] [log_dir=DIR] [log_flush_s=1.0]
+        [temperature=1.0] [top_n=20] [log_dir=DIR] [log_flush_s=1.0] [ab.bundle=PATH] [ab.split=50/50]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
         (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
@@ -39,6 +39,7 @@ from shopformer.serve.limits import MAX_BODY_BYTES
 from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS
 from shopformer.serve.policies import PolicyConfig
 from shopformer.serve.recommender import Recommender
+from shopformer.serve.traffic_split import parse_split
 
 USAGE_ERROR = USAGE_EXIT_CODE
 
@@ -61,6 +62,8 @@ SERVE_ARGS = {
     "top_n": (int, 20),  # candidates an exploring policy draws from
     "log_dir": (str, ""),  # impressions and feedback logs (off when empty; see serve/serving_logs.py)
     "log_flush_s": (float, 1.0),
+    "ab.bundle": (str, ""),  # a second bundle served beside the first as an A/B test (arm B)
+    "ab.split": (str, "50/50"),  # traffic shares of arms A/B, by a stable hash of the user / session id
 }
 TASKS = ("recommend", "journey")
 RECOMMEND_ARGS = {
@@ -137,6 +140,8 @@ def app_from_env():
         policy=policy_config(args),
         log_dir=args.get("log_dir") or None,
         log_flush_interval=args.get("log_flush_s", 1.0),
+        ab_bundle=args.get("ab.bundle") or None,
+        ab_split=args.get("ab.split", "50/50"),
     )
     # The loaded libraries and model are hundreds of thousands of long-lived objects: left to the
     # cyclic GC, every full collection walks them all and stalls requests by tens of milliseconds.
@@ -172,6 +177,8 @@ def _serve(args: dict[str, Any]) -> None:
     if args["batching"] not in SETTINGS:
         raise UsageError(f"batching must be one of {', '.join(SETTINGS)}, got {args['batching']!r}")
     policy_config(args)  # a bad policy setting fails here, in one line
+    if args["ab.bundle"]:
+        parse_split(args["ab.split"], 2)
     if args["log_flush_s"] <= 0:
         raise UsageError(f"log_flush_s must be positive, got {args['log_flush_s']}")
     os.environ[SERVE_ENV] = json.dumps(args)

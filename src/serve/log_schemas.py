@@ -30,6 +30,7 @@ IMPRESSION_SCHEMA = pa.schema(
         pa.field("policy", pa.string()),
         pa.field("policy_version", pa.string()),
         pa.field("arm", pa.string()),  # set by A/B splitting; None outside an experiment
+        pa.field("unit", pa.string()),  # who the split assigned: user id, else session id, else request id
         pa.field("session_items", pa.list_(pa.string())),
         pa.field("candidates", pa.list_(pa.string())),
         pa.field("candidate_scores", pa.list_(pa.float32())),
@@ -54,7 +55,7 @@ FEEDBACK_SCHEMA = pa.schema(
 
 def item_ids(values: Sequence[Any] | None) -> list[str]:
     """Raw item ids as strings (an int id 7 and a str id "7" are the same item in the logs)."""
-    return [] if values is None else [str(v) for v in values]
+    return [] if values is None else list(map(str, values))
 
 
 def probabilities(name: str, values: Sequence[float] | None, n: int) -> list[float] | None:
@@ -92,6 +93,7 @@ def impression_row(
     propensities: Sequence[float] | None = None,
     slate_propensity: float | None = None,
     arm: str | None = None,
+    unit: Any = None,
     filters: Mapping[str, Any] | str | None = None,
     k: int | None = None,
     time: float | None = None,
@@ -112,6 +114,7 @@ def impression_row(
         "policy": str(policy),
         "policy_version": str(policy_version),
         "arm": None if arm is None else str(arm),
+        "unit": None if unit is None else str(unit),
         "session_items": item_ids(session_items),
         "candidates": candidate_ids,
         "candidate_scores": scores,

@@ -28,7 +28,7 @@ from shopformer.serve.log_schemas import EVENTS, FEEDBACK_SCHEMA, IMPRESSION_SCH
 
 PROG = "shopformer-logs"
 REWARDS = (*EVENTS, "revenue")
-CARRIED = ("request_id", "time", "model_name", "model_version", "policy", "policy_version", "arm")
+CARRIED = ("request_id", "time", "model_name", "model_version", "policy", "policy_version", "arm", "unit")
 TRAILING = ("slate_propensity", "session_items", "filters", "k")
 KEY = ["request_id", "item_id"]
 
@@ -57,7 +57,7 @@ def shown_items(impressions: pa.Table) -> pa.Table:
     usable = n_props[parents] == n_shown[parents]  # a list without one value per slot says nothing
     propensity = np.full(len(parents), np.nan)
     propensity[usable] = values[at[usable]]
-    rows = impressions.select(list(CARRIED)).take(parents)
+    rows = impressions.select([c for c in CARRIED if c in impressions.column_names]).take(parents)
     rows = rows.append_column("position", pa.array(position, pa.int32()))
     rows = rows.append_column("item_id", shown.flatten())
     rows = rows.append_column("propensity", pa.array(propensity, pa.float64()))

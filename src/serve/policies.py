@@ -47,7 +47,7 @@ class Draw:
 
     scores: np.ndarray
     k: int
-    rng: np.random.Generator
+    rng: np.random.Generator | None  # None for deterministic policies (greedy)
     ids: Any = None
 
 

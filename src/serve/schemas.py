@@ -75,6 +75,12 @@ class RecommendIn(_Body):
         None, description="seeds the policy's draws (same id, same answer); the server makes one when unset"
     )
     policy: PolicyIn | None = None
+    user_id: RawId | None = Field(None, description="A/B tests: the visitor; always the same arm for it")
+    session_id: RawId | None = Field(None, description="A/B tests: the unit when there is no user_id")
+
+    def unit(self) -> Any:
+        """Who an A/B split assigns: the user, else the session (None: the request alone)."""
+        return self.user_id if self.user_id is not None else self.session_id
 
     def as_session(self) -> dict[str, Any]:
         return {
@@ -128,6 +134,7 @@ class RecommendOut(BaseModel):
     request_id: str | None = None
     policy: PolicyRef | None = None
     slate_propensity: float | None = Field(None, description="probability of this whole ranked list")
+    arm: str | None = Field(None, description="the A/B arm that answered (null outside an A/B test)")
 
 
 class FeedbackIn(_Body):

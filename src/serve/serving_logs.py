@@ -89,6 +89,7 @@ class ServingLogs:
                 propensities=[p for _, _, p in shown.items],
                 slate_propensity=shown.slate_propensity,
                 arm=arm,
+                unit=ask.unit or None,
                 filters=dict(filters) if filters else None,
                 k=ask.session.k,
             )
