@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from shopformer.data.batches import batch_loader, training_loader
 from shopformer.data.features import N_GAP_BUCKETS
+from shopformer.data.item_attributes import item_attribute_arrays
 from shopformer.data.store import DatasetSpec, ProcessedDataset, load_or_build
 from shopformer.errors import DataError
 
@@ -87,6 +88,12 @@ class BaseDataModule(L.LightningDataModule):
         counts = np.bincount(self.data.item[self.train_event_mask()], minlength=self.data.n_items)
         counts[0] = 0
         return counts
+
+    def item_attributes(self) -> dict[str, np.ndarray]:
+        """The item table's ``price``, ``in_stock`` and ``category`` per item id, those it has
+        (:func:`~shopformer.data.item_attributes.item_attribute_arrays`)."""
+        self._require_setup()
+        return item_attribute_arrays(self.data.item_vocab)
 
     @property
     def n_items(self) -> int:

@@ -12,6 +12,11 @@ Exclusion of already-seen items (``exclude_seen=True`` / ``seen=`` given): items
 ``seen`` row are removed from that user's ranking (they neither count above the target nor appear in the
 top-K), except the target itself, which always stays rankable (re-purchases are legitimate targets). The
 padding id 0 is always removed, so ``seen`` may be left- or right-padded with 0.
+
+Business metrics (revenue, in-stock share, category diversity, novelty @K; defined in
+:mod:`shopformer.models.business_metrics`) are accumulated beside accuracy when the accumulator is
+given the catalogue's :class:`~shopformer.models.business_metrics.ItemFacts`; each is reported only
+where its attribute exists.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from shopformer.models.business_metrics import LIST_METRICS, ItemFacts, list_sums
 
 __all__ = ["FullRankingMetrics", "ranks_against_catalogue"]
 
@@ -123,6 +130,9 @@ def _ranks_in_float32(
     return ranks, top_idx
 
 
+ACCURACY = ("hr", "ndcg", "mrr")
+
+
 class FullRankingMetrics:
     """Accumulates HR@K, NDCG@K, MRR@K and catalogue coverage@K over batches, by full ranking.
 
@@ -131,6 +141,10 @@ class FullRankingMetrics:
     the fraction of real items (ids 1..n_items-1) that appear in at least one query's top-K. With
     ``exclude_seen=True`` the ``seen`` items passed to :meth:`update` (other than the target) are removed
     from each ranking; see the module docstring. State lives on the device of the last update.
+
+    ``attributes`` (or :meth:`set_attributes`): the catalogue's item facts; with them the business
+    metrics ``revenue@K``, ``in_stock@K``, ``diversity@K`` and ``novelty@K`` are accumulated too, each
+    only where its attribute is known (absent, never 0, otherwise).
     """
 
     def __init__(
@@ -139,6 +153,7 @@ class FullRankingMetrics:
         ks: Sequence[int] = (10, 20, 100),
         chunk_size: int = 65536,
         exclude_seen: bool = False,
+        attributes: ItemFacts | None = None,
     ) -> None:
         if n_items < 2:
             raise ValueError(f"n_items must be >= 2 (padding + one item), got {n_items}")
@@ -148,18 +163,30 @@ class FullRankingMetrics:
         self.n_items = n_items
         self.chunk_size = chunk_size
         self.exclude_seen = exclude_seen
+        self.attributes: ItemFacts | None = None
+        self._facts: ItemFacts | None = None  # the attributes on the state's device
+        self.set_attributes(attributes)
         self.reset()
+
+    def set_attributes(self, attributes: ItemFacts | None) -> None:
+        """Item facts for the business metrics from the next update on (None: accuracy only)."""
+        if attributes is not None:
+            attributes.check(self.n_items)
+        self.attributes, self._facts = attributes, None
 
     def reset(self) -> None:
         """Forget every accumulated query."""
         self.last_top: Tensor | None = None  # the last update's top-max(ks) item ids [B, max(ks)]
         self._n = torch.zeros((), dtype=torch.long)
-        self._sums = torch.zeros(len(self.ks), 3, dtype=torch.float64)  # per K: hr, ndcg, mrr
+        # per K: hr, ndcg, mrr, then the business metrics' sums (LIST_METRICS order)
+        self._sums = torch.zeros(len(self.ks), len(ACCURACY) + len(LIST_METRICS), dtype=torch.float64)
         self._covered = torch.zeros(len(self.ks), self.n_items, dtype=torch.bool)
 
     def _to(self, device: torch.device) -> None:
         if self._sums.device != device:
             self._n, self._sums, self._covered = (x.to(device) for x in (self._n, self._sums, self._covered))
+        if self.attributes is not None and (self._facts is None or self._facts.device != device):
+            self._facts = self.attributes.to(device)
 
     def update(self, queries: Tensor, items: Tensor, targets: Tensor, seen: Tensor | None = None) -> Tensor:
         """Rank one batch and accumulate it; returns the 0-based ranks [B] (its top-K ids: ``last_top``)."""
@@ -177,12 +204,15 @@ class FullRankingMetrics:
         self.last_top = top  # kept for callers that want the recommendations themselves (no copy)
         r = ranks.double()
         ndcg, mrr = 1.0 / torch.log2(r + 2.0), 1.0 / (r + 1.0)
+        targets = targets.to(ranks.device, torch.long)
         for j, k in enumerate(self.ks):
             hit = ranks < k
             self._sums[j, 0] += hit.sum()
             self._sums[j, 1] += torch.where(hit, ndcg, 0.0).sum()
             self._sums[j, 2] += torch.where(hit, mrr, 0.0).sum()
             self._covered[j, top[:, :k].reshape(-1)] = True  # unfilled slots hold 0, ignored below
+            if self._facts is not None:
+                self._sums[j, len(ACCURACY) :] += list_sums(self._facts, top[:, :k], targets, hit, k)
         self._n += ranks.numel()
         return ranks
 
@@ -191,16 +221,21 @@ class FullRankingMetrics:
         n = int(self._n)
         sums = self._sums.cpu()
         covered = self._covered[:, 1:].sum(dim=1).cpu()
+        present = self.attributes.present() if self.attributes is not None else ()
         out: dict[str, float] = {}
         for j, k in enumerate(self.ks):
-            for c, name in enumerate(("hr", "ndcg", "mrr")):
+            for c, name in enumerate(ACCURACY):
                 out[f"{name}@{k}"] = float(sums[j, c]) / n if n else math.nan
             out[f"coverage@{k}"] = int(covered[j]) / (self.n_items - 1)
+            for c, name in enumerate(LIST_METRICS, start=len(ACCURACY)):
+                if name in present:
+                    out[f"{name}@{k}"] = float(sums[j, c]) / n if n else math.nan
         out["n"] = n
         return out
 
     def state(self) -> dict[str, Tensor]:
-        """Additive state: ``n``, ``sums`` [len(ks), 3] (hr, ndcg, mrr), ``covered`` bool [len(ks), n_items].
+        """Additive state: ``n``, ``sums`` [len(ks), 7] (hr, ndcg, mrr, then the business metrics'
+        sums: revenue, in_stock, diversity, novelty; 0 where absent), ``covered`` bool [len(ks), n_items].
 
         Distributed ranks combine by summing ``n`` and ``sums`` and OR-ing ``covered``.
         """
@@ -211,9 +246,10 @@ class FullRankingMetrics:
         if isinstance(other, FullRankingMetrics) and other.ks != self.ks:
             raise ValueError(f"cannot merge ks={other.ks} into ks={self.ks}")
         st = other.state() if isinstance(other, FullRankingMetrics) else other
-        if st["covered"].shape != self._covered.shape:
+        if st["covered"].shape != self._covered.shape or st["sums"].shape != self._sums.shape:
             raise ValueError(
-                f"cannot merge state of shape {tuple(st['covered'].shape)} into {self._covered.shape}"
+                f"cannot merge state of shapes {tuple(st['covered'].shape)}, {tuple(st['sums'].shape)} "
+                f"into {tuple(self._covered.shape)}, {tuple(self._sums.shape)}"
             )
         dev = self._sums.device
         self._n += st["n"].to(dev)

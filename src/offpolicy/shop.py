@@ -159,7 +159,8 @@ def _visit(
     seed: int,
     report: VisitReport,
 ) -> None:
-    body = {"items": session.tolist(), "k": k, "request_id": request_id}
+    # the visitor is the A/B unit: a server splitting traffic keeps it on one arm
+    body = {"items": session.tolist(), "k": k, "request_id": request_id, "session_id": request_id}
     answer = _post(conn, "/recommend", body, report)
     if answer is None:
         return

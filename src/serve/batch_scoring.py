@@ -11,6 +11,11 @@ Two input layouts:
 Output columns: the session key, ``rank`` (1 = best), ``item_id`` (raw) and ``score``; or, for
 journey scores (:func:`score_journey_table`), one row per session (the "batch pattern": scores
 written for CRM systems to read).
+
+Recommendations may be constrained by business rules (``filters``, as in the HTTP body; see
+``serve/rules.py``), and the report describes the lists written (:func:`list_report`), as far as the
+bundle's item table allows: ``in_stock`` (mean share of a list in stock), ``diversity`` (mean distinct
+categories / k, as ``diversity@K`` in evaluation) and ``mean_price`` (mean price of a list's priced items).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ import pyarrow.parquet as pq
 from shopformer.errors import DataError, RequestError
 from shopformer.serve.journey import JourneyScore
 from shopformer.serve.recommender import Recommender
+from shopformer.serve.rules import IN_STOCK, Filters, ItemAttributes, Rules
 from shopformer.serve.sessions import Session
 
 KEYS = ("session_id", "user_id")
@@ -63,6 +69,7 @@ class ScoreReport:
     with_unknown: int  # sessions with at least one unknown item
     unanswered: int  # sessions with no known item (no rows written)
     seconds: float
+    lists: dict[str, float] = field(default_factory=dict)  # list_report of what was written
 
 
 def read_sessions(path: str | os.PathLike) -> SessionTable:
@@ -94,13 +101,18 @@ def score_sessions(
     k: int = 10,
     batch_size: int = 256,
     exclude_seen: bool = True,
+    filters: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, ScoreReport]:
-    """Recommendations for every session, ``batch_size`` sessions per encoder call."""
+    """Recommendations for every session, ``batch_size`` sessions per encoder call, under ``filters``
+    (a :class:`~shopformer.serve.rules.FilterError` before any work when they do not fit the bundle)."""
     started = time.perf_counter()
+    if filters:
+        Rules(filters, rec.attributes)  # checked once against the item table, not per session
+    parsed = Filters.parse(filters) if filters else None
     rows, ranks, items, scores = [], [], [], []
     with_unknown = unanswered = 0
-    for start, batch in _batches(table, batch_size, k, exclude_seen):
+    for start, batch in _batches(table, batch_size, k, exclude_seen, parsed):
         try:
             results = rec.recommend_batch(batch)
         except RequestError as exc:
@@ -124,8 +136,41 @@ def score_sessions(
             "score": np.asarray(scores, dtype=np.float32),
         }
     )
-    report = ScoreReport(len(table), len(frame), with_unknown, unanswered, time.perf_counter() - started)
-    return frame, report
+    internal = rec.attributes.raw_index.get_indexer(frame["item_id"]) + 1
+    lists = list_report(rec.attributes, np.asarray(rows, dtype=np.int64), internal, k)
+    seconds = time.perf_counter() - started
+    return frame, ScoreReport(len(table), len(frame), with_unknown, unanswered, seconds, lists)
+
+
+def list_report(
+    attributes: ItemAttributes, sessions: np.ndarray, ids: np.ndarray, k: int
+) -> dict[str, float]:
+    """What the written lists are like, averaged over the sessions that got one: ``in_stock`` (share of
+    the list in stock), ``diversity`` (distinct known categories / ``k``), ``mean_price`` (of the list's
+    priced items; sessions without one are left out). Only those the item table allows.
+
+    ``sessions``: the session of each written row, ``ids``: its internal item id.
+    """
+    if not ids.size:
+        return {}
+    _, session, per_list = np.unique(sessions, return_inverse=True, return_counts=True)
+    out: dict[str, float] = {}
+    if IN_STOCK in attributes.flags:
+        in_stock = np.bincount(session, weights=attributes.flags[IN_STOCK][ids]) / per_list
+        out["in_stock"] = float(in_stock.mean())
+    if attributes.category is not None:
+        codes = attributes.category[ids]
+        known = codes >= 0
+        pairs = np.unique(np.stack([session[known], codes[known]]), axis=1)
+        out["diversity"] = float((np.bincount(pairs[0], minlength=per_list.size) / k).mean())
+    if attributes.price is not None:
+        price = attributes.price[ids]
+        priced = np.isfinite(price)
+        n_priced = np.bincount(session[priced], minlength=per_list.size)
+        total = np.bincount(session[priced], weights=price[priced], minlength=per_list.size)
+        if n_priced.any():
+            out["mean_price"] = float((total[n_priced > 0] / n_priced[n_priced > 0]).mean())
+    return out
 
 
 def score_journey_table(
@@ -192,7 +237,7 @@ def progress_bar(total: int) -> tuple[Callable[[int], None], Callable[[], None]]
 
 
 def _batches(
-    table: SessionTable, size: int, k: int = 10, exclude_seen: bool = True
+    table: SessionTable, size: int, k: int = 10, exclude_seen: bool = True, filters: Filters | None = None
 ) -> Iterator[tuple[int, list[Session]]]:
     for start in range(0, len(table), size):
         stop = min(start + size, len(table))
@@ -205,6 +250,7 @@ def _batches(
                     None if table.timestamps is None else table.timestamps[i],
                     k=k,
                     exclude_seen=exclude_seen,
+                    filters=filters,
                 )
                 for i in range(start, stop)
             ],

@@ -5,6 +5,7 @@
         [max_body_bytes=8388608] [policy=greedy|epsilon_greedy|softmax|thompson] [epsilon=0.1]
         [temperature=1.0] [top_n=20] [log_dir=DIR] [log_flush_s=1.0] [ab.bundle=PATH] [ab.split=50/50]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
+        [filters='{"in_stock": true}'] (business rules as in the HTTP body, a JSON object; see serve/rules.py)
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
         (one row per session: next-event-type, conversion and abandonment probabilities; see serve/journey.py)
 
@@ -77,6 +78,7 @@ RECOMMEND_ARGS = {
     "threads": (int, 1),
     "faiss_threads": (int, 1),
     "cache_dir": (str, ""),
+    "filters": (str, ""),  # a JSON object of business rules, as the HTTP body's "filters"
 }
 
 
@@ -215,6 +217,9 @@ def _recommend(args: dict[str, Any]) -> None:
         raise UsageError(
             f"k and batch_size must be positive, got k={args['k']} batch_size={args['batch_size']}"
         )
+    filters = _filters(args["filters"])
+    if filters and args["task"] == "journey":
+        raise UsageError("filters apply to task=recommend only")
     table = read_sessions(args["input"])
     rec = Recommender.load(
         args["bundle"],
@@ -233,6 +238,7 @@ def _recommend(args: dict[str, Any]) -> None:
             k=args["k"],
             batch_size=args["batch_size"],
             exclude_seen=args["exclude_seen"],
+            filters=filters,
             progress=advance,
         )
     except InputError as exc:
@@ -246,6 +252,25 @@ def _recommend(args: dict[str, Any]) -> None:
         f"in {report.seconds:.1f} s",
         file=sys.stderr,
     )
+    described = {"in_stock": "in-stock share", "diversity": "category diversity", "mean_price": "mean price"}
+    facts = [f"{described[name]} {value:.3f}" for name, value in report.lists.items()]
+    if facts:
+        print(f"recommended lists: {', '.join(facts)}", file=sys.stderr)
+
+
+def _filters(raw: str) -> dict[str, Any] | None:
+    """The ``filters=`` argument: a JSON object (None when not given)."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"filters={raw!r}: not JSON ({exc.msg}); e.g. filters='{{\"in_stock\": true}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(f"filters={raw!r}: expected a JSON object, e.g. filters='{{\"in_stock\": true}}'")
+    return value
 
 
 def _journey_scores(rec, table, args: dict[str, Any]) -> None:

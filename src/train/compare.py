@@ -5,9 +5,10 @@
     shopformer-compare RUN_A RUN_B [format=table|markdown|csv] [output=FILE]
 
 The table has one row per run: short id, name, model, dataset, loss, the hyper-parameters that differ
-between the runs shown, test NDCG@10 / HR@10 / MRR@10 / coverage@10, epochs, wall time and git
-commit. Runs on different datasets (tag ``dataset_hash``) are never ranked together: each dataset
-gets a table under a header line of its own (CSV: one table with a ``dataset_hash`` column).
+between the runs shown, test NDCG@10 / HR@10 / MRR@10 / coverage@10 (and revenue / in-stock /
+diversity / novelty @10 when a run has them), epochs, wall time and git commit. Runs on different
+datasets (tag ``dataset_hash``) are never ranked together: each dataset gets a table under a header
+line of its own (CSV: one table with a ``dataset_hash`` column).
 ``sort`` takes any metric (``test/ndcg_10``, or ``ndcg@10`` for short); without it, newest first.
 ``model`` matches the ``model`` tag (the model's class, any case), ``dataset`` the dataset's name.
 Two run ids (or unique prefixes) print the config keys that differ and the test metrics (A, B, B-A).

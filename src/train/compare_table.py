@@ -21,6 +21,13 @@ METRICS = {
     "mrr@10": "test/mrr_10",
     "coverage@10": "test/coverage_10",
 }
+# Business metrics (models/business_metrics.py): columns shown when at least one run of the table has them.
+BUSINESS_METRICS = {
+    "revenue@10": "test/revenue_10",
+    "in_stock@10": "test/in_stock_10",
+    "diversity@10": "test/diversity_10",
+    "novelty@10": "test/novelty_10",
+}
 # Parameters that say where a run wrote, not how it trained; and those shown in columns of their own.
 WHERE = ("paths.", "logger.", "hydra.", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath")
 OWN_COLUMNS = ("model._target_", "loss._target_", "data.name")
@@ -162,18 +169,21 @@ def wall_time(row: RunRow) -> str:
     return duration(row.wall_s) if row.status == "FINISHED" else row.status.lower()
 
 
-def metric_columns(sort: str | None) -> dict[str, str]:
-    """The metric columns, with the sort metric added when it is not one of them."""
-    if sort and sort not in METRICS.values():
-        return {**METRICS, sort: sort}
-    return METRICS
+def metric_columns(sort: str | None, rows: Sequence[RunRow] = ()) -> dict[str, str]:
+    """The metric columns: accuracy, the business metrics some of ``rows`` have, and the sort metric
+    when it is not one of them."""
+    business = {c: m for c, m in BUSINESS_METRICS.items() if any(m in r.metrics for r in rows)}
+    columns = {**METRICS, **business}
+    if sort and sort not in columns.values():
+        return {**columns, sort: sort}
+    return columns
 
 
 def runs_table(rows: Sequence[RunRow], sort: str | None, keys: Sequence[str], for_csv: bool = False) -> Table:
     """One row per run: identity, the differing ``keys``, test metrics, epochs, wall time, commit.
 
     ``for_csv``: for programs rather than people: the whole run id, a ``dataset_hash`` column, seconds."""
-    metrics = metric_columns(sort)
+    metrics = metric_columns(sort, rows)
     lead = ["dataset_hash"] if for_csv else []
     wall = "wall_s" if for_csv else "wall"
     columns = ["run", "name", "model", "dataset", *lead, "loss", *keys, *metrics, "epochs", wall, "commit"]

@@ -3,6 +3,10 @@
 Besides the metrics it keeps what the run's plots need (``train/run_plots.py``): the mean training
 loss and validation NDCG@10 of every epoch (``learning_curve``), and the top-10 item ids of every test
 query with its target (:meth:`RecommenderModule.test_recommendations`).
+
+The business metrics (revenue, in-stock share, diversity, novelty @K) come with the accuracy ones when
+the datamodule knows the item table: :meth:`RecommenderModule.attach_data` hands its attributes and
+training counts to the accumulators at setup.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from shopformer.models.base import SequenceRecommender
+from shopformer.models.business_metrics import ItemFacts
 from shopformer.models.losses import NextItemLoss
 from shopformer.models.ranking_metrics import FullRankingMetrics
 from shopformer.train.base_module import OptimizerFactory, TrainingModule
@@ -51,6 +56,15 @@ class RecommenderModule(TrainingModule):
         self._loss_steps = 0
         self._test_top: list[Tensor] = []
         self._test_targets: list[Tensor] = []
+
+    def attach_data(self, datamodule) -> None:
+        """Also give the evaluation the item attributes and training popularity (business metrics)."""
+        super().attach_data(datamodule)
+        if datamodule is None or not hasattr(datamodule, "item_attributes"):
+            return
+        facts = ItemFacts.from_arrays(datamodule.item_attributes(), datamodule.train_item_counts())
+        for metrics in self.metrics.values():
+            metrics.set_attributes(facts)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         hidden = self.model(batch["item_ids"], **self.channels(batch))
@@ -120,7 +134,9 @@ class RecommenderModule(TrainingModule):
 def gathered(module: L.LightningModule, metrics: FullRankingMetrics) -> FullRankingMetrics:
     """Merge the accumulators of every rank (DDP) into one."""
     gathered = {k: module.all_gather(v.to(module.device)) for k, v in metrics.state().items()}
-    merged = FullRankingMetrics(metrics.n_items, metrics.ks, metrics.chunk_size, metrics.exclude_seen)
+    merged = FullRankingMetrics(
+        metrics.n_items, metrics.ks, metrics.chunk_size, metrics.exclude_seen, metrics.attributes
+    )
     for rank in range(module.trainer.world_size):
         merged.merge({k: v[rank].cpu() for k, v in gathered.items()})
     return merged

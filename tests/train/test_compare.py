@@ -66,6 +66,26 @@ def test_table_shows_exactly_the_keys_that_differ(compared_runs, capsys):
     assert rows[0][0] == baseline["run_id"][:8]  # newest first
 
 
+def test_business_metrics_are_columns_when_runs_have_them(compared_runs, capsys):
+    a, _, baseline = compared_runs
+    header, rows = table(compare(capsys, EXPERIMENT))
+    business = ["revenue@10", "in_stock@10", "diversity@10", "novelty@10"]
+    assert header[header.index("coverage@10") + 1 : header.index("epochs")] == business
+    by_id = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    for summary in (a, baseline):
+        cells = by_id[summary["run_id"][:8]]
+        for name in business:
+            assert float(cells[name]) == pytest.approx(summary["test"][name], abs=1e-4), name
+
+    def row(metrics: dict[str, float]) -> RunRow:
+        return RunRow("a1", "r", "SASRec", "ml1m", "h", "FullCrossEntropy", {}, metrics, {})
+
+    plain = runs_document([row({"test/ndcg_10": 0.3})], "table", None, "desc")
+    assert "ndcg@10" in plain and "revenue@10" not in plain and "novelty@10" not in plain
+    mixed = runs_document([row({"test/ndcg_10": 0.3}), row({"test/novelty_10": 0.4})], "table", None, "desc")
+    assert "novelty@10" in mixed and "revenue@10" not in mixed
+
+
 @pytest.mark.parametrize("order", ["asc", "desc"])
 def test_sorted_by_a_metric(compared_runs, capsys, order):
     _, rows = table(compare(capsys, EXPERIMENT, "sort=ndcg@10", f"order={order}"))

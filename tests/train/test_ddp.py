@@ -43,6 +43,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert len(lines) == 1, result.stdout[-3000:]
     summary = json.loads(lines[0])
     assert 0.0 < summary["test"]["hr@10"] <= 1.0 and summary["test"]["hr@100"] > 0.2
+    assert 0.0 < summary["test"]["in_stock@10"] <= 1.0 and summary["test"]["revenue@100"] > 0.0  # merged too
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["ddp-test"])
     assert len(runs) == 1 and runs.iloc[0]["run_id"] == summary["run_id"]

@@ -20,6 +20,11 @@ def test_summary_line_and_checkpoint(sasrec_run):
     assert 0.0 <= summary["test"]["ndcg@10"] <= summary["test"]["hr@10"] <= 1.0
     assert summary["checkpoint"].endswith("best.ckpt") and summary["run_id"]
     assert summary["test"]["hr@100"] > 0.1
+    # Business metrics beside accuracy: the synthetic shop has prices, stock and categories.
+    business = {f"{name}@{k}" for name in ("revenue", "in_stock", "diversity", "novelty") for k in (10, 100)}
+    assert set(summary["test"]) >= business
+    assert 0.0 < summary["test"]["in_stock@10"] < 1.0 and 0.0 < summary["test"]["diversity@10"] <= 1.0
+    assert 0.0 <= summary["test"]["novelty@10"] <= 1.0 and summary["test"]["revenue@100"] > 0.0
 
 
 def test_run_is_tracked_in_mlflow(sasrec_run, mlflow_store):
@@ -33,6 +38,7 @@ def test_run_is_tracked_in_mlflow(sasrec_run, mlflow_store):
     assert len(runs) == 1
     row = runs.iloc[0]
     assert row["metrics.test/ndcg_10"] == pytest.approx(summary["test"]["ndcg@10"], abs=1e-6)
+    assert row["metrics.test/in_stock_10"] == pytest.approx(summary["test"]["in_stock@10"], abs=1e-6)
     assert "metrics.val/ndcg_10" in row and row["tags.dataset"] == "synthetic"
     assert row["tags.git_commit"] and row["tags.dataset_hash"] == summary["dataset"]["hash"]
     assert row["params.model._target_"] == "shopformer.models.sasrec.SASRec"
@@ -64,6 +70,8 @@ def test_baselines_evaluate_without_training(tmp_path, model, caplog):
         summary = run(compose_train(tmp_path, f"model={model}", "logger=none"))
     assert summary["epochs"] == 0 and summary["run_id"] is None
     assert summary["test"]["hr@100"] > 0.1
+    if model == "popularity":  # the most popular items: novelty (popularity rank) near 0
+        assert summary["test"]["novelty@10"] < 0.1
     assert not [r for r in caplog.records if "weights_only" in r.getMessage()]  # Lightning's save-time note
 
 
