@@ -263,3 +263,10 @@ def test_off_policy_evaluation(runs, execute):
     truth = text(notebook, "truth")
     assert "truth: B would" in truth and "B true" in truth and "interval covers B's truth" in truth
     assert images(notebook, "plot") == 1
+    ab = text(notebook, "ab")  # the live A/B test of the same two bundles
+    assert re.search(r"300 of 300 visitors answered .* \(0 errors\)", ab)
+    assert re.search(r"A/B readout of .*: 300 units in 2 arms, control 'A'", ab) and "sample ratio" in ab
+    assert "revenue / visitor" in ab
+    compared = text(notebook, "ab-vs-truth")
+    assert re.search(r"the A/B interval covers the true difference: (True|False)", compared)
+    assert "simulator's truth" in compared and "off-policy estimate" in compared
