@@ -188,3 +188,28 @@ def _target_slate_pscores(
             return None
         per_request[s] = p
     return per_request[slate]
+
+
+def list_metrics(rec: Recommender, tables: TargetTables, impressions: pd.DataFrame) -> dict[str, tuple]:
+    """(target, logged) in-stock share and mean price of the shown items, where the bundle has them.
+
+    The target's figures are expectations under its position marginals (exact, no draw); the logged
+    ones are the shares of what the logging policy showed."""
+    attrs = rec.attributes
+    by_text = {str(raw): raw for raw in rec.raw_ids.tolist()}
+    columns = {"in_stock": attrs.flags.get("in_stock"), "price": attrs.price}
+    out: dict[str, tuple] = {}
+    for name, values in columns.items():
+        if values is None:
+            continue
+        target = [
+            float(
+                (table * values[attrs.encode([by_text.get(c, c) for c in cands])][:, None]).sum(axis=0).mean()
+            )
+            for cands, table in zip(tables.candidates, tables.marginals, strict=True)
+            if cands
+        ]
+        shown = [attrs.encode([by_text.get(str(i), i) for i in items]) for items in impressions["shown"]]
+        logged = np.concatenate([values[ids] for ids in shown if len(ids)]) if shown else np.zeros(0)
+        out[name] = (float(np.nanmean(target)), float(np.nanmean(logged)) if logged.size else float("nan"))
+    return out

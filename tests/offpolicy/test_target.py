@@ -115,8 +115,10 @@ def test_the_command_prints_every_reward_and_writes_json(bundle, softmax_logs, t
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "logging policy softmax (150)" in printed and "## click per impression" in printed
+    assert "in-stock share of the items shown: target" in printed  # business metrics beside the values
     result = json.loads(out.read_text())
     assert set(result["rewards"]) == {"click", "purchase", "revenue"}
+    assert 0 <= result["lists"]["in_stock"]["target"] <= 1 and result["lists"]["price"]["logged"] > 0
     names = [e["name"] for e in result["rewards"]["click"]["estimates"]]
     assert names == ["ipw", "clipped-ipw", "snipw", "dm", "dr", "sndr", "switch-dr", "iips", "sips"]
     for e in result["rewards"]["click"]["estimates"]:
