@@ -115,11 +115,11 @@ def target_rows(
         position=position.ravel(),
         pscore=log.propensity.ravel(),
         slate_id=np.repeat(np.arange(n), k),
-        target_pscore=target.ravel(),
+        target_pscore=np.clip(target.ravel(), 0.0, 1.0),  # float sums may pass 1 by an ulp
         item=shown_ids.ravel(),
         q_hat=model.predict(shown_ids.ravel(), position.ravel()),
         dm_value=dm_value.ravel(),
-        unsupported_mass=unsupported.ravel(),
+        unsupported_mass=np.clip(unsupported.ravel(), 0.0, 1.0),
     )
 
 

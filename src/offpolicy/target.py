@@ -92,13 +92,13 @@ def target_feedback(
         position=position,
         pscore=bandit["propensity"].to_numpy(np.float64),
         slate_id=bandit["request_id"].to_numpy(),
-        target_pscore=target,
+        target_pscore=np.clip(target, 0.0, 1.0),  # sums of float marginals may pass 1 by an ulp
         item=item,
         q_hat=model.predict(item, position),
         dm_value=dm_value,
         slate_pscore=_slate_pscores(bandit),
         target_slate_pscore=slates,
-        unsupported_mass=unsupported,
+        unsupported_mass=np.clip(unsupported, 0.0, 1.0),
     )
 
 

@@ -43,7 +43,7 @@ TINY = [
     "threads=1",
 ]
 SASREC = [*TINY, "trainer.max_epochs=3"]
-SECOND = [*TINY, "trainer.max_epochs=1", "seed=1"]  # bundle B of the off-policy notebook
+SECOND = [*TINY, "trainer.max_epochs=1", "seed=1", "logger=none"]  # bundle B of notebook 05 (not in MLflow)
 JOURNEY = [
     "experiment=journey_synthetic",
     *TINY,
