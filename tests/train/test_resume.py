@@ -36,7 +36,14 @@ def _run_dir(cwd: Path, task: str, proc: subprocess.CompletedProcess) -> Path:
     return Path(summary["checkpoint"]).parent.parent if summary.get("checkpoint") else cwd / "outputs" / task
 
 
-@pytest.mark.parametrize("extra", [[], ["experiment=journey_synthetic"]], ids=["sasrec", "journey_ema"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param([], id="sasrec"),
+        # a minute on 2 cores: under -m slow (benchmarks/reliability.py runs it too)
+        pytest.param(["experiment=journey_synthetic"], id="journey_ema", marks=pytest.mark.slow),
+    ],
+)
 def test_sigkill_mid_epoch_then_same_command_resumes_with_identical_metrics(tmp_path, extra):
     marker = tmp_path / "killed"
     task = "resume_test"
