@@ -23,8 +23,6 @@ import argparse
 import contextlib
 import io
 import json
-import platform
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -37,31 +35,9 @@ from shopformer.abtest.analysis import Readout, analyse
 from shopformer.abtest.cli import main as ab_main
 from shopformer.abtest.simulate import Scenario, simulate
 from shopformer.abtest.stats import wilson
+from shopformer.provenance import processor, short_commit
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "-uno"], capture_output=True, text=True, cwd=REPO
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
 
 
 def comparison(readout: Readout, metric: str):
@@ -97,7 +73,7 @@ def main() -> None:
     args = p.parse_args()
     start = time.perf_counter()
     units = 2 * args.units_per_arm
-    print(f"processor: {processor()}; date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit {commit()}")
+    print(f"processor: {processor()}; date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit {short_commit()}")
     print(f"{args.sims} simulations, {args.units_per_arm:,} units per arm, conversion 3 %, alpha 0.05\n")
 
     aa = {"conversion": 0, "revenue_per_visitor": 0}

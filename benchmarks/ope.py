@@ -21,8 +21,6 @@ Prints the processor, date and commit, then one Markdown table per section.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +34,7 @@ from shopformer.data.synthetic import SyntheticConfig
 from shopformer.offpolicy.report import evaluate
 from shopformer.offpolicy.simulated_logs import batch_marginals, simulate_log, target_rows
 from shopformer.offpolicy.simulator import REWARDS, Simulator
+from shopformer.provenance import processor, short_commit
 from shopformer.serve.policies import PolicyConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,29 +49,6 @@ class Target:
     name: str
     candidates: np.ndarray
     marginals: np.ndarray
-
-
-def processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "-uno"], capture_output=True, text=True, cwd=REPO
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
 
 
 def targets(sim: Simulator, contexts, candidates: np.ndarray, scores: np.ndarray) -> list[Target]:
@@ -187,7 +163,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"benchmarks/ope.py {' '.join(sys.argv[1:])}: {processor()}, {now}, commit {commit()}\n")
+    print(f"benchmarks/ope.py {' '.join(sys.argv[1:])}: {processor()}, {now}, commit {short_commit()}\n")
     if "simulator" not in args.skip:
         print("## Estimators against the simulator's truth\n")
         print(simulator_section(args), flush=True)

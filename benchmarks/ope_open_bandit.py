@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from shopformer.offpolicy.open_bandit import (
 )
 from shopformer.offpolicy.report import DEFAULT_ESTIMATORS, Estimate, evaluate
 from shopformer.offpolicy.reward_model import EmpiricalBayesRewardModel, LogisticRewardModel
+from shopformer.provenance import processor, short_commit
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".cache" / "peers" / "obp-venv"
@@ -48,28 +48,6 @@ TARGETS = REPO / ".cache" / "peers" / "obd_targets.npz"
 PEER = REPO / "benchmarks" / "peers" / "obp_peer.py"
 DIRECTIONS = (("random", "bts"), ("bts", "random"))  # (logged by, target)
 HOW_TO_PEER = "create the peer venv with `bash benchmarks/peers/obp_env.sh` (a few minutes, 1.5 GB)"
-
-
-def processor() -> str:
-    """The CPU's model name."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    """The short commit, with ``+dirty`` when the work tree has changes."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, check=False)
-        return done.stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def peer_python(venv: Path) -> Path | None:
@@ -298,7 +276,7 @@ def run(args: argparse.Namespace) -> str:
     python = peer_python(Path(args.venv))
     lines = [
         "## Open Bandit sample (ZOZOTOWN, campaign all): relative estimation error |V̂ - V_on| / V_on",
-        f"processor: {processor()}; date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; commit: {commit()}",
+        f"processor: {processor()}; date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; commit: {short_commit()}",
     ]
     targets, where = load_targets(args)
     lines.append(where)

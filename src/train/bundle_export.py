@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from shopformer.models.base import SequenceRecommender
+from shopformer.provenance import git_commit
 from shopformer.serve.bundle import ENCODER, INDEX, ITEMS, VOCAB, write_manifest
 from shopformer.serve.index import build_index, measure_recall, write_index
 from shopformer.serve.onnx_session import onnx_session
@@ -35,7 +36,6 @@ from shopformer.train.onnx_export import (
     parity,
     random_histories,
 )
-from shopformer.train.tracking import git_commit
 
 MAX_ITEM_TABLE_BYTES = 4 << 30
 

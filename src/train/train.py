@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from shopformer.errors import ConfigError, exit_on_user_error
+from shopformer.provenance import git_commit
 from shopformer.serve.index import check_index_spec
 from shopformer.train.base_module import TrainingModule
 from shopformer.train.callbacks import detach_weight_averaging
@@ -34,7 +35,7 @@ from shopformer.train.quiet import quiet_libraries
 from shopformer.train.resilient_logger import active, guarded
 from shopformer.train.resume import AUTO, FINISHED, checkpoint_to_resume, comparable, differences, mode
 from shopformer.train.task import Task
-from shopformer.train.tracking import environment, git_commit, log_run_facts
+from shopformer.train.tracking import environment, log_run_facts
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
