@@ -28,7 +28,7 @@ from shopformer.errors import ConfigError, exit_on_user_error
 from shopformer.offpolicy.estimators import DEFAULT_CLIP, DEFAULT_SWITCH_LAMBDA, ESTIMATORS
 from shopformer.offpolicy.feedback import BanditFeedback
 from shopformer.offpolicy.report import DEFAULT_ESTIMATORS, Estimate, evaluate, format_table
-from shopformer.offpolicy.target import list_metrics, replay, target_feedback
+from shopformer.offpolicy.target import list_metrics, replay_logged, target_feedback
 from shopformer.serve.event_log import read_log
 from shopformer.serve.logs_cli import join
 from shopformer.serve.policies import NAMES, PolicyConfig
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for line in notes:
         print(f"  {line}")
     print(f"target: {rec.name} {rec.version} with {config.name} ({_settings(config)})")
-    lists = list_metrics(rec, replay(rec, policy, impressions), impressions)
+    replayed = replay_logged(rec, policy, bandit, impressions)  # once: the rewards below share it
+    lists = list_metrics(rec, *replayed)
     for name, (target, logged) in lists.items():
         label = {"in_stock": "in-stock share", "price": "mean price"}[name]
         print(f"  {label} of the items shown: target {target:.4g} (expected), logged {logged:.4g}")
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["lists"] = {name: {"target": t, "logged": g} for name, (t, g) in lists.items()}
     for reward in args.reward:
         frame = bandit.assign(reward=bandit[reward].astype(np.float64))
-        feedback = target_feedback(frame, impressions, rec, policy, source=str(args.logs))
+        feedback = target_feedback(frame, impressions, rec, policy, source=str(args.logs), replayed=replayed)
         estimates = evaluate(
             feedback,
             args.estimators,

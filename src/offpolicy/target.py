@@ -61,6 +61,15 @@ def replay(rec: Recommender, policy: Policy, requests: pd.DataFrame, batch_size:
     return tables
 
 
+def replay_logged(
+    rec: Recommender, policy: Policy, bandit: pd.DataFrame, impressions: pd.DataFrame
+) -> tuple[TargetTables, pd.DataFrame]:
+    """The target replayed on every logged request of ``bandit``, in its order; and those requests."""
+    requests = impressions.drop_duplicates("request_id").set_index("request_id")
+    requests = requests.reindex(pd.Index(bandit["request_id"].unique()))
+    return replay(rec, policy, requests.reset_index()), requests
+
+
 def target_feedback(
     bandit: pd.DataFrame,
     impressions: pd.DataFrame,
@@ -69,14 +78,15 @@ def target_feedback(
     *,
     model: RewardModel | None = None,
     source: str = "logs",
+    replayed: tuple[TargetTables, pd.DataFrame] | None = None,
 ) -> BanditFeedback:
-    """Bandit feedback (one row per shown item, from ``shopformer-logs join``) against the target."""
+    """Bandit feedback (one row per shown item, from ``shopformer-logs join``) against the target.
+
+    ``replayed``: :func:`replay_logged`'s result when already computed (one replay serves every reward).
+    """
     _check_propensities(bandit, source)
-    requests = impressions.drop_duplicates("request_id").set_index("request_id")
-    order = pd.Index(bandit["request_id"].unique())
-    requests = requests.reindex(order)
-    tables = replay(rec, policy, requests.reset_index())
-    slate = pd.Index(order).get_indexer(bandit["request_id"])
+    tables, requests = replayed or replay_logged(rec, policy, bandit, impressions)
+    slate = requests.index.get_indexer(bandit["request_id"])
     position = bandit["position"].to_numpy(np.int64) - 1
     item = bandit["item_id"].astype(str).to_numpy()
     target = _lookup(tables, slate, item, position)
