@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shopformer.serve.policies import Draw, Policy, PolicyConfig, request_rng
+from shopformer.serve.policies import Draw, Policy, request_rng
 from shopformer.serve.recommender import Recommender
 from shopformer.serve.sessions import Session, parse_session
 
@@ -91,8 +91,3 @@ def answer_asks(rec: Recommender, asks: Sequence[Ask]) -> list[Shown]:
             shown.slate_propensity = slate.slate_propensity
             shown.candidates, shown.candidate_scores = ids.tolist(), draw.scores.tolist()
     return out
-
-
-def build_policy(config: PolicyConfig, counts: Any = None) -> Policy:
-    """The policy of a config (Thompson sampling reads ``counts``)."""
-    return config.build(counts)
