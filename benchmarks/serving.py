@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from shopformer.provenance import processor
+
 MAX_LEN = 200
 K_RECALL = 100
 STARTUP_SECONDS = 180.0  # the box may be busy: loading imports + bundle can take a while
@@ -82,16 +84,6 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def header(argv: Sequence[str]) -> str:
     """Date, machine, load, library versions and the exact command."""
     import faiss
@@ -102,7 +94,7 @@ def header(argv: Sequence[str]) -> str:
     command = env + " ".join(shlex.quote(a) for a in [".venv/bin/python", *argv])
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
-        f"{time.strftime('%Y-%m-%d %H:%M')}; nproc {os.cpu_count()}, {cpu_model()}, load average {load} "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; nproc {os.cpu_count()}, {processor()}, load average {load} "
         f"at start; onnxruntime {onnxruntime.__version__}, faiss {faiss.__version__}, torch "
         f"{torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}\n\n"
         f"command: `{command}`"
