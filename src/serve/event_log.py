@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from shopformer.errors import ConfigError, DataError, one_line
 from shopformer.serve.log_journal import JOURNAL, SEGMENT, Journal, Recovery, read_journal, recover
+from shopformer.serve.log_schemas import record_batch
 
 log = logging.getLogger("shopformer.serve")
 KIND = re.compile(r"^[a-z0-9_]+$")  # no "-" or ".": file names split on them
@@ -172,12 +173,12 @@ class EventLog:
     def _batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
         """The rows as one batch; rows that do not fit the schema are dropped (counted and logged)."""
         try:
-            return pa.RecordBatch.from_pylist(rows, schema=self.schema)
+            return record_batch(rows, self.schema)
         except Exception:  # find the bad rows only when there are some
             good, error = [], None
             for row in rows:
                 try:
-                    pa.RecordBatch.from_pylist([row], schema=self.schema)
+                    record_batch([row], self.schema)
                     good.append(row)
                 except Exception as exc:
                     error = error or exc
@@ -188,7 +189,7 @@ class EventLog:
                 len(rows) - len(good),
                 one_line(error or ValueError("?")),
             )
-            return pa.RecordBatch.from_pylist(good, schema=self.schema)
+            return record_batch(good, self.schema)
 
     def _write(self, batch: pa.RecordBatch) -> bool:
         journal = self._journal

@@ -4,17 +4,22 @@ An impression row is one answered request: what the policy considered (``candida
 their scores), what it showed (``shown``, position = index + 1) and with which probability
 (``propensities`` per shown slot, ``slate_propensity`` for the whole ranked list; None where the policy
 is deterministic and nobody computed them). A feedback row is one user event on one item of one
-request. Raw item ids may be int or str; both logs store them as strings, so the two join.
+request. Raw item ids may be int or str; both logs store them as strings, so the two join. Rows hold
+the ids as the request gave them: :func:`record_batch` turns them into text column by column, off
+the request path (a row's ids are a hundred Python objects: converting them one by one on the request
+path cost more than the policy's draw).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time as _time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from shopformer.errors import RequestError
@@ -53,9 +58,61 @@ FEEDBACK_SCHEMA = pa.schema(
 )
 
 
-def item_ids(values: Sequence[Any] | None) -> list[str]:
-    """Raw item ids as strings (an int id 7 and a str id "7" are the same item in the logs)."""
-    return [] if values is None else list(map(str, values))
+def item_ids(values: Sequence[Any] | None) -> list[Any]:
+    """Raw item ids as given (a copy); the log stores them as text (an int 7 and a str "7" are one item)."""
+    return [] if values is None else list(values)
+
+
+STRING_LIST = pa.list_(pa.string())
+_CONVERSION_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    OverflowError,
+    TypeError,
+)
+
+
+def record_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows as one Arrow batch of ``schema``, built column by column; ids become text.
+
+    Raises (an Arrow error, TypeError or KeyError) when a row does not fit the schema."""
+    arrays = []
+    for field in schema:
+        column = [row[field.name] for row in rows]
+        if field.type == STRING_LIST:
+            arrays.append(_string_lists(column))
+        elif field.type == pa.string():
+            arrays.append(_strings(column))
+        else:
+            arrays.append(pa.array(column, type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _strings(values: list[Any]) -> pa.Array:
+    """Text; ints (ids) as their decimal digits, None stays null."""
+    try:
+        return pa.array(values, type=pa.string())
+    except _CONVERSION_ERRORS:
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _string_lists(lists: list[Any]) -> pa.Array:
+    """A list<string> column from lists of ids: flattened, converted in one Arrow call where every id
+    is an int or every id a str (else with ``str``), and cut back into lists by their offsets."""
+    if any(v is None for v in lists):
+        return pa.array([None if v is None else [str(x) for x in v] for v in lists], type=STRING_LIST)
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in lists], out=offsets[1:])
+    flat = list(itertools.chain.from_iterable(lists))
+    try:
+        values = pa.array(flat)
+        if values.type not in (pa.int64(), pa.string(), pa.null()):
+            raise TypeError(values.type)  # floats, bools: as str() writes them
+        values = values.cast(pa.string())
+    except _CONVERSION_ERRORS:
+        values = pa.array([str(x) for x in flat], type=pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def probabilities(name: str, values: Sequence[float] | None, n: int) -> list[float] | None:
@@ -98,10 +155,11 @@ def impression_row(
     k: int | None = None,
     time: float | None = None,
 ) -> dict[str, Any]:
-    """One impression row (a server-side call: a wrong shape is a bug, raised as ValueError)."""
+    """One impression row (a server-side call: a wrong shape is a bug, raised as ValueError); its ids
+    are the raw ones, which :func:`record_batch` writes as text."""
     shown_ids = item_ids(shown)
     candidate_ids = item_ids(candidates)
-    scores = [float(s) for s in candidate_scores]
+    scores = list(candidate_scores)
     if len(scores) != len(candidate_ids):
         raise ValueError(f"candidate_scores: {len(scores)} scores for {len(candidate_ids)} candidates")
     if slate_propensity is not None and not 0.0 <= float(slate_propensity) <= 1.0:

@@ -34,10 +34,11 @@ from shopformer.serve.rank_marginals import (
     floored,
     plackett_luce_marginals,
     plackett_luce_propensities,
+    plackett_luce_slate_probabilities,
     plackett_luce_slate_probability,
 )
 
-POLICY_VERSION = "1"
+POLICY_VERSION = "2"  # 2: draws from SHAKE-128 of the request id (1: numpy PCG64)
 NAMES = ("greedy", "epsilon_greedy", "softmax", "thompson")
 
 
@@ -47,7 +48,7 @@ class Draw:
 
     scores: np.ndarray
     k: int
-    rng: np.random.Generator | None  # None for deterministic policies (greedy)
+    rng: Any  # a RequestRandom or numpy Generator; None for deterministic policies (greedy)
     ids: Any = None
 
 
@@ -116,7 +117,7 @@ class Policy:
     name: str = field(init=False, default="greedy")
     version: str = field(init=False, default=POLICY_VERSION)
 
-    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+    def choose(self, scores: np.ndarray, k: int, rng: Any, ids: Any = None) -> Slate:
         k = min(k, scores.size)
         return Slate(np.arange(k), np.ones(k), 1.0)
 
@@ -142,11 +143,24 @@ class Greedy(Policy):
 class EpsilonGreedy(Policy):
     name: str = field(init=False, default="epsilon_greedy")
 
-    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
-        n, k, eps = scores.size, min(k, scores.size), self.config.epsilon
-        picks = rng.permutation(n)[:k] if rng.random() < eps else np.arange(k)
-        marginal = (1.0 - eps) * (picks == np.arange(k)) + eps / n
-        return Slate(picks, marginal, self.slate_probability(scores, picks))
+    def choose(self, scores: np.ndarray, k: int, rng: Any, ids: Any = None) -> Slate:
+        return self.choose_many([Draw(scores, k, rng, ids)])[0]
+
+    def choose_many(self, draws: list[Draw]) -> list[Slate]:
+        """Each draw: one uniform decides whether to explore, n more order the candidates when it does."""
+        out: list[Slate | None] = [None] * len(draws)
+        eps = self.config.epsilon
+        for (n, k), members in _same_shape(draws).items():
+            u = uniform_rows([draws[i].rng for i in members], n + 1)
+            explore = u[:, 0] < eps
+            picks = np.where(explore[:, None], np.argsort(u[:, 1:], axis=1)[:, :k], np.arange(k))
+            marginal = (1.0 - eps) * (picks == np.arange(k)) + eps / n
+            uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))
+            top = np.all(picks == np.arange(k), axis=1)
+            slate = (1.0 - eps) * top + eps * uniform
+            for row, i in enumerate(members):
+                out[i] = Slate(picks[row], marginal[row], float(slate[row]))
+        return out  # type: ignore[return-value]
 
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
         n, k, eps = scores.size, min(k, scores.size), self.config.epsilon
@@ -163,27 +177,25 @@ class Softmax(Policy):
     name: str = field(init=False, default="softmax")
 
     def weights(self, scores: np.ndarray) -> np.ndarray:
-        z = (np.asarray(scores, dtype=np.float64) - np.max(scores)) / self.config.temperature
+        z = np.asarray(scores, dtype=np.float64)
+        z = (z - z.max(axis=-1, keepdims=True)) / self.config.temperature
         return floored(np.exp(z))
 
-    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+    def choose(self, scores: np.ndarray, k: int, rng: Any, ids: Any = None) -> Slate:
         return self.choose_many([Draw(scores, k, rng, ids)])[0]
 
     def choose_many(self, draws: list[Draw]) -> list[Slate]:
         """Draws with the same number of candidates and slots share one propensity computation."""
         out: list[Slate | None] = [None] * len(draws)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, d in enumerate(draws):
-            groups.setdefault((d.scores.size, min(d.k, d.scores.size)), []).append(i)
-        for (_, k), members in groups.items():
-            w = np.stack([self.weights(draws[i].scores) for i in members])
-            # Gumbel-top-k is a Plackett-Luce draw; each request keeps its own random generator
-            keys = np.log(w) + np.stack([draws[i].rng.gumbel(size=w.shape[1]) for i in members])
-            picks = np.argsort(-keys, axis=1, kind="stable")[:, :k]
+        for (n, k), members in _same_shape(draws).items():
+            w = self.weights(np.stack([draws[i].scores for i in members]))
+            # Gumbel-top-k is a Plackett-Luce draw; each request keeps its own random numbers
+            u = uniform_rows([draws[i].rng for i in members], n)
+            picks = np.argsort(-(np.log(w) - np.log(-np.log(u))), axis=1, kind="stable")[:, :k]
             propensities = plackett_luce_propensities(w, picks)
+            slates = plackett_luce_slate_probabilities(w, picks)
             for row, i in enumerate(members):
-                slate = plackett_luce_slate_probability(w[row], picks[row])
-                out[i] = Slate(picks[row], propensities[row], slate)
+                out[i] = Slate(picks[row], propensities[row], float(slates[row]))
         return out  # type: ignore[return-value]
 
     def marginals(self, scores: np.ndarray, k: int, ids: Any = None, rng: Any = None) -> np.ndarray:
@@ -210,12 +222,12 @@ class Thompson(Policy):
             alpha, beta = alpha + clicks, beta + np.maximum(shown - clicks, 0)
         return alpha, beta
 
-    def _draws(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any) -> np.ndarray:
+    def _draws(self, scores: np.ndarray, k: int, rng: Any, ids: Any) -> np.ndarray:
         alpha, beta = self.posterior(scores, ids)
         rates = rng.beta(alpha, beta, size=(self.config.draws, scores.size))
         return np.argsort(-rates, axis=1, kind="stable")[:, :k]  # [draws, k]
 
-    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator, ids: Any = None) -> Slate:
+    def choose(self, scores: np.ndarray, k: int, rng: Any, ids: Any = None) -> Slate:
         k = min(k, scores.size)
         ranked = self._draws(scores, k, rng, ids)
         picks = ranked[0]
@@ -239,7 +251,55 @@ def _frequencies(ranked: np.ndarray, n: int) -> np.ndarray:
     return table / draws
 
 
-def request_rng(request_id: str, salt: str = "") -> np.random.Generator:
-    """The random generator of one request: the same id gives the same draws."""
-    digest = hashlib.sha256(f"{salt}\x00{request_id}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+def _same_shape(draws: list[Draw]) -> dict[tuple[int, int], list[int]]:
+    """Draw indices grouped by (candidates, slots): each group is one batched computation."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, d in enumerate(draws):
+        groups.setdefault((d.scores.size, min(d.k, d.scores.size)), []).append(i)
+    return groups
+
+
+class RequestRandom:
+    """The random numbers of one request: a SHAKE-128 stream of its id (a microsecond, where seeding a
+    numpy generator costs twenty). ``random`` reads the stream in order, as ``Generator.random``
+    does; Thompson sampling's Beta draws come from a numpy generator seeded by the same id."""
+
+    __slots__ = ("_key", "_used", "_generator")
+
+    def __init__(self, key: bytes) -> None:
+        self._key, self._used, self._generator = key, 0, None
+
+    def take(self, n: int) -> bytes:
+        """The next ``8 n`` bytes of the stream."""
+        start, self._used = self._used, self._used + n
+        return hashlib.shake_128(self._key).digest(8 * self._used)[8 * start :]
+
+    def random(self, size: int | None = None) -> Any:
+        u = _uniforms(self.take(1 if size is None else int(size)))
+        return float(u[0]) if size is None else u
+
+    def generator(self) -> np.random.Generator:
+        if self._generator is None:
+            seed = hashlib.shake_128(b"generator\x00" + self._key).digest(16)
+            self._generator = np.random.default_rng(int.from_bytes(seed, "little"))
+        return self._generator
+
+    def beta(self, a: Any, b: Any, size: Any = None) -> np.ndarray:
+        return self.generator().beta(a, b, size=size)
+
+
+def _uniforms(raw: bytes) -> np.ndarray:
+    """Floats strictly inside (0, 1) from 8 random bytes each (53 bits, centred in their interval)."""
+    return ((np.frombuffer(raw, dtype="<u8") >> np.uint64(11)) + 0.5) * 2.0**-53
+
+
+def uniform_rows(rngs: list[Any], n: int) -> np.ndarray:
+    """[len(rngs), n] uniforms, row i from ``rngs[i]`` (a :class:`RequestRandom` or a numpy generator)."""
+    if all(isinstance(r, RequestRandom) for r in rngs):  # one conversion for the whole batch
+        return _uniforms(b"".join(r.take(n) for r in rngs)).reshape(len(rngs), n)
+    return np.stack([np.asarray(r.random(n), dtype=np.float64) for r in rngs])
+
+
+def request_rng(request_id: str, salt: str = "") -> RequestRandom:
+    """The random numbers of one request: the same id (and salt) gives the same draws."""
+    return RequestRandom(f"{salt}\x00{request_id}".encode())

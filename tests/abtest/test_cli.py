@@ -11,7 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from shopformer.abtest.cli import main
-from shopformer.serve.log_schemas import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, feedback_row, impression_row
+from shopformer.serve.log_schemas import (
+    FEEDBACK_SCHEMA,
+    IMPRESSION_SCHEMA,
+    feedback_row,
+    impression_row,
+    record_batch,
+)
 
 
 def events(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -97,7 +103,8 @@ def test_per_unit_parquet_with_a_pre_period_file_for_some_units(tmp_path, capsys
 def write_segment(directory, kind, rows, schema):
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(
-        pa.Table.from_pylist(rows, schema=schema), directory / f"{kind}-20250101T000000Z-000001.parquet"
+        pa.Table.from_batches([record_batch(rows, schema)]),
+        directory / f"{kind}-20250101T000000Z-000001.parquet",
     )
 
 

@@ -16,7 +16,13 @@ import pytest
 from shopformer.errors import DataError, RequestError
 from shopformer.serve import log_journal
 from shopformer.serve.event_log import EventLog, read_log
-from shopformer.serve.log_schemas import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, feedback_row, impression_row
+from shopformer.serve.log_schemas import (
+    FEEDBACK_SCHEMA,
+    IMPRESSION_SCHEMA,
+    feedback_row,
+    impression_row,
+    record_batch,
+)
 
 CRASH = """
 import os, signal, sys
@@ -245,7 +251,13 @@ def test_row_helpers_stringify_ids_and_refuse_bad_values():
         propensities=[1.0],
         filters={"b": 1, "a": True},
     )
-    assert row["session_items"] == ["1", "2"] and row["shown"] == ["11"] and row["k"] == 1
+    assert row["session_items"] == [1, "2"] and row["shown"] == [11] and row["k"] == 1
+    written = record_batch(
+        [row, {**row, "session_items": [3, 4], "candidates": ["a", "b"]}], IMPRESSION_SCHEMA
+    )
+    assert written.column("session_items").to_pylist() == [["1", "2"], ["3", "4"]]
+    assert written.column("candidates").to_pylist() == [["10", "11"], ["a", "b"]]
+    assert written.column("shown").to_pylist() == [["11"], ["11"]]
     assert row["filters"] == '{"a":true,"b":1}'
     assert IMPRESSION_SCHEMA.names == list(row)
     with pytest.raises(ValueError, match="propensities: 2 values for 1 shown"):

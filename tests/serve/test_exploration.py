@@ -17,7 +17,7 @@ import pytest
 
 from shopformer.serve.app import create_app
 from shopformer.serve.event_log import read_log
-from shopformer.serve.policies import PolicyConfig
+from shopformer.serve.policies import POLICY_VERSION, PolicyConfig
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -38,7 +38,7 @@ def history(bundle) -> list:
 
 def test_softmax_answers_carry_the_propensity_of_each_slot(client, recommender, history):
     body = client.post("/recommend", json={"items": history, "k": 4, "request_id": "req-1"}).json()
-    assert body["request_id"] == "req-1" and body["policy"] == {"name": "softmax", "version": "1"}
+    assert body["request_id"] == "req-1" and body["policy"] == {"name": "softmax", "version": POLICY_VERSION}
     candidates = recommender.recommend(history, k=12).items  # what the policy draws from
     ids = [i for i, _ in candidates]
     scores = np.array([s for _, s in candidates])

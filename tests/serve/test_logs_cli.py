@@ -9,7 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shopformer.serve.log_schemas import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, feedback_row, impression_row
+from shopformer.serve.log_schemas import (
+    FEEDBACK_SCHEMA,
+    IMPRESSION_SCHEMA,
+    feedback_row,
+    impression_row,
+    record_batch,
+)
 from shopformer.serve.logs_cli import main
 
 T0 = 1.8e9
@@ -40,7 +46,10 @@ def feedback(request_id: str, item, event: str, revenue: float = 0.0) -> dict:
 def write(directory: Path, kind: str, rows: list[dict], schema: pa.Schema | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{kind}-20270115T080000Z-0000.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    table = (
+        pa.Table.from_pylist(rows) if schema is None else pa.Table.from_batches([record_batch(rows, schema)])
+    )
+    pq.write_table(table, path)
     return path
 
 

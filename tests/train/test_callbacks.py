@@ -33,4 +33,3 @@ def test_time_to_target_stays_none_when_never_reached():
     timer.on_train_epoch_end(trainer, None)
     assert timer.reached_s is None and timer.reached_epoch is None
     assert timer.best == pytest.approx(0.3, abs=1e-6)
-
