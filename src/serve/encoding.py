@@ -61,8 +61,11 @@ class SessionEncoder:
         for i, s in enumerate(sessions):
             row_codes = codes[bounds[i] : bounds[i + 1]]
             known = row_codes > 0
-            unknown.append([item for item, ok in zip(s.items, known, strict=True) if not ok])
-            if not known.any():
+            all_known = bool(known.all())  # the usual case: skip a Python pass over the session
+            unknown.append(
+                [] if all_known else [item for item, ok in zip(s.items, known, strict=True) if not ok]
+            )
+            if not all_known and not known.any():
                 continue
             rows.append(i)
             seen.append(np.unique(row_codes[known]))
