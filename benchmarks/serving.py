@@ -855,10 +855,32 @@ def count_logged(log_dir: Path) -> int:
     return read_log(log_dir / "impressions", "impressions", include_open=True).num_rows
 
 
-def http_section(setup: Setup, args: argparse.Namespace) -> list[list[Any]]:
-    """The rows of every server variant in ``--servers``."""
+def http_section(setup: Setup, args: argparse.Namespace) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The rows of every server variant in ``--servers``, and the closed-loop summary per variant."""
     bodies = request_bodies(setup)
-    return [row for key in args.servers for row in server_rows(key, setup, bodies, args)]
+    rounds = [(key, server_rows(key, setup, bodies, args)) for key in args.servers]
+    return [row for _, rows in rounds for row in rows], throughput_summary(rounds, args.http_clients)
+
+
+def throughput_summary(rounds: list[tuple[str, list[list[Any]]]], clients: int) -> list[list[Any]]:
+    """Per server variant: its closed-loop req/s at ``clients`` in every round (a variant listed
+    several times in ``--servers`` runs several rounds, interleaved with the others), the median,
+    and the median against the plain server's (``cli``). The machine is shared: rounds vary by
+    +-10 %, so a cost of a few per cent needs several interleaved rounds."""
+    rates: dict[str, list[float]] = {}
+    for key, rows in rounds:
+        for row in rows:
+            if row[1] == "closed loop" and row[2] == clients:
+                rates.setdefault(key, []).append(float(row[5]))
+    base = float(np.median(rates["cli"])) if "cli" in rates else None
+    out = []
+    for key, values in rates.items():
+        median = float(np.median(values))
+        ratio = f"{median / base:.2f}" if base else "-"
+        out.append(
+            [SERVERS[key].name, len(values), " / ".join(f"{v:.0f}" for v in values), f"{median:.0f}", ratio]
+        )
+    return out
 
 
 def http_stack() -> str:
@@ -969,7 +991,7 @@ def run_sections(setup: Setup, args: argparse.Namespace) -> None:
         )
         print(table([*FAISS_COLUMNS, "speed-up vs Flat (p50)"], rows), flush=True)
     if "http" not in args.skip:
-        rows = http_section(setup, args)
+        rows, summary = http_section(setup, args)
         print(f"\n## HTTP POST /recommend on loopback (ML-1M histories, 50-{MAX_LEN} raw ids, k=10)\n")
         how = {"asyncio": "one asyncio loop, raw HTTP/1.1", "threads": "Python threads, http.client"}[
             args.client
@@ -977,6 +999,10 @@ def run_sections(setup: Setup, args: argparse.Namespace) -> None:
         print(f"{http_stack()}; client: {how}, keep-alive connections, same machine\n")
         columns = [*HTTP_COLUMNS, "CPU ms / req server / client", "other processes, cores", "errors"]
         print(table(columns, rows), flush=True)
+        print(
+            f"\n### Closed loop, {args.http_clients} clients: req/s per round and against the plain server\n"
+        )
+        print(table(["server", "rounds", "req/s per round", "median", "vs plain"], summary), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

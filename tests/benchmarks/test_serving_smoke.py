@@ -76,3 +76,21 @@ def test_both_load_generators_count_answers_and_errors():
             assert "500" in failing.first_error, client
     finally:
         server.shutdown()
+
+
+def test_throughput_summary_takes_medians_of_interleaved_rounds_against_the_plain_server():
+    def row(rate: float, mode: str = "closed loop", clients: int = 32) -> list:
+        return ["x", mode, clients, 100, "10.0", f"{rate:.0f}", "1.0", "2.0"]
+
+    rounds = [
+        ("cli", [row(500, clients=1), row(600), row(300, mode="open loop")]),
+        ("softmax_logged", [row(540)]),
+        ("cli", [row(700)]),
+        ("softmax_logged", [row(500)]),
+        ("cli", [row(650)]),
+        ("softmax_logged", [row(610)]),
+    ]
+    serving = load_benchmark("serving")
+    summary = {line[0]: line[1:] for line in serving.throughput_summary(rounds, 32)}
+    assert summary[serving.SERVERS["cli"].name] == [3, "600 / 700 / 650", "650", "1.00"]
+    assert summary[serving.SERVERS["softmax_logged"].name] == [3, "540 / 500 / 610", "540", "0.83"]
