@@ -155,9 +155,8 @@ class EpsilonGreedy(Policy):
             explore = u[:, 0] < eps
             picks = np.where(explore[:, None], np.argsort(u[:, 1:], axis=1)[:, :k], np.arange(k))
             marginal = (1.0 - eps) * (picks == np.arange(k)) + eps / n
-            uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))
             top = np.all(picks == np.arange(k), axis=1)
-            slate = (1.0 - eps) * top + eps * uniform
+            slate = (1.0 - eps) * top + eps * _one_ordered_list(n, k)
             for row, i in enumerate(members):
                 out[i] = Slate(picks[row], marginal[row], float(slate[row]))
         return out  # type: ignore[return-value]
@@ -168,8 +167,7 @@ class EpsilonGreedy(Policy):
 
     def slate_probability(self, scores: np.ndarray, picks: np.ndarray) -> float | None:
         n, k, eps = scores.size, len(picks), self.config.epsilon
-        uniform = np.exp(lgamma(n - k + 1) - lgamma(n + 1))
-        return float((1.0 - eps) * np.array_equal(picks, np.arange(k)) + eps * uniform)
+        return float((1.0 - eps) * np.array_equal(picks, np.arange(k)) + eps * _one_ordered_list(n, k))
 
 
 @dataclass(frozen=True)
@@ -249,6 +247,11 @@ def _frequencies(ranked: np.ndarray, n: int) -> np.ndarray:
     table = np.zeros((n, k))
     np.add.at(table, (ranked, np.broadcast_to(np.arange(k), ranked.shape)), 1.0)
     return table / draws
+
+
+def _one_ordered_list(n: int, k: int) -> float:
+    """Probability of one given ordered list of k of n candidates drawn uniformly: (n - k)! / n!."""
+    return float(np.exp(lgamma(n - k + 1) - lgamma(n + 1)))
 
 
 def _same_shape(draws: list[Draw]) -> dict[tuple[int, int], list[int]]:
