@@ -110,9 +110,9 @@ def _race(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     wt = (w.T.astype(np.float32)[:, None, :] * np.exp(s).astype(np.float32)[None, :, None]).reshape(n, g * b)
     missed = np.exp(-wt)  # P(clock j has not rung by time t)
     rung = 1.0 - missed
-    # Both recursions at once, one numpy call per step for the pair (a batch is small, so the number
-    # of calls, not the arithmetic, is the cost): pair[t, 0] = counts among clocks 0..t-1 (a prefix),
-    # pair[t, 1] = counts among clocks n-t..n-1 (a suffix); step t adds clock t and clock n-1-t.
+    # Both recursions at once, half the numpy calls (a serving batch is small enough for the calls'
+    # overhead to matter): pair[t, 0] = counts among clocks 0..t-1 (a prefix), pair[t, 1] = counts
+    # among clocks n-t..n-1 (a suffix); step t adds clock t and clock n-1-t.
     pair = np.empty((n, 2, k, g * b), dtype=np.float32)
     pair[0] = 0.0
     pair[0, :, 0] = 1.0
