@@ -108,7 +108,8 @@ def _string_lists(lists: list[Any]) -> pa.Array:
     try:
         # the type named from the first id: Arrow's conversion is 2x faster than with inference
         values = pa.array(flat, type=pa.int64() if flat and type(flat[0]) is int else pa.string())
-        values = values.cast(pa.string())
+        if values.type != pa.string():
+            values = values.cast(pa.string())
     except _CONVERSION_ERRORS:
         values = pa.array([str(x) for x in flat], type=pa.string())
     return pa.ListArray.from_arrays(pa.array(offsets), values)
