@@ -113,6 +113,10 @@ def create_app(
     token = os.environ.get(ADMIN_TOKEN_ENV, "") if admin_token is None else admin_token
     if isinstance(policy, Mapping):
         policy = PolicyConfig(**policy)
+    if policy is not None and policy.name == "softmax":
+        from shopformer.serve import propensity_kernel  # numba: imported only where softmax serves
+
+        propensity_kernel.warm_up()  # compiled (or loaded from numba's cache) before any request waits
     logs = ServingLogs(log_dir, flush_interval=log_flush_interval) if log_dir else None
     challenger, split = None, None
     if ab_bundle is not None:

@@ -32,9 +32,8 @@ import numpy as np
 from shopformer.errors import RequestError
 from shopformer.serve.rank_marginals import (
     floored,
+    plackett_luce_draw_probabilities,
     plackett_luce_marginals,
-    plackett_luce_propensities,
-    plackett_luce_slate_probabilities,
     plackett_luce_slate_probability,
 )
 
@@ -190,8 +189,7 @@ class Softmax(Policy):
             # Gumbel-top-k is a Plackett-Luce draw; each request keeps its own random numbers
             u = uniform_rows([draws[i].rng for i in members], n)
             picks = np.argsort(-(np.log(w) - np.log(-np.log(u))), axis=1, kind="stable")[:, :k]
-            propensities = plackett_luce_propensities(w, picks)
-            slates = plackett_luce_slate_probabilities(w, picks)
+            propensities, slates = plackett_luce_draw_probabilities(w, picks)
             for row, i in enumerate(members):
                 out[i] = Slate(picks[row], propensities[row], float(slates[row]))
         return out  # type: ignore[return-value]

@@ -20,8 +20,6 @@ accurate to about 1e-5 relative: far below what moves an importance weight).
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 
 STEP = 0.4  # trapezoid step in log-time: a slot's raw sum within 1e-5 of one (the table renormalises)
@@ -31,8 +29,8 @@ MIN_RATIO = 1e-13
 # The grid's first time (weights normalised to sum to one). Slot 0 is exact (w_i / sum w) and takes no
 # integral; slot p >= 1 has at most START^(p+1) / (p+1) <= 5e-7 of its mass before START.
 START = 1e-3
-# Sessions per race in serving: bounds the working memory (about 0.5 MB at 16 sessions, 35 points).
-CHUNK = 16
+# The grid's last time: where the k + 1 fastest clocks have all rung but for exp(-REACH) (about 6e-16).
+REACH = 35.0
 
 
 def plackett_luce_marginals(weights: np.ndarray, k: int) -> np.ndarray:
@@ -60,38 +58,24 @@ def plackett_luce_marginals(weights: np.ndarray, k: int) -> np.ndarray:
 def plackett_luce_propensities(weights: np.ndarray, picks: np.ndarray) -> np.ndarray:
     """[B, k]: the probability of each drawn candidate ``picks[b, p]`` at its own slot ``p``.
 
-    What serving logs: the k entries of :func:`plackett_luce_marginals` that a draw shows, for a
-    fraction of the cost (no full table). Not renormalised, so it can differ from the table's entry by
-    the quadrature error (about 1e-5 relative).
+    What serving logs: the k entries of :func:`plackett_luce_marginals` that a draw shows, on the
+    same grid. Not renormalised, so it can differ from the table's entry by the quadrature error
+    (about 1e-6 relative; the table's float32 recursion is the less accurate of the two).
     """
-    w = np.asarray(weights, dtype=np.float64)
-    picks = np.asarray(picks)
-    if len(picks) > CHUNK:
-        parts = [
-            plackett_luce_propensities(w[i : i + CHUNK], picks[i : i + CHUNK])
-            for i in range(0, len(w), CHUNK)
-        ]
-        return np.concatenate(parts)
-    b, k = picks.shape
-    before, after, density = _race(w, k)
-    rows = np.arange(b)[:, None]
-    # the counts among the clocks before / after each shown candidate: [B, slot, count, G]
-    lo, hi = before[picks, :, :, rows], after[picks, :, :, rows]
-    slot, a, c, starts = _convolution_terms(k)
-    # P(exactly p other clocks rang by t) = sum over a + c = p of before[a] * after[c], per slot p
-    terms = np.einsum("btg,btg->bt", lo[:, slot, a] * hi[:, slot, c], density[picks, :, rows][:, slot])
-    out = STEP * np.add.reduceat(terms, starts, axis=1).astype(np.float64)
-    first = floored(w)
-    out[:, 0] = np.take_along_axis(first, picks[:, :1], axis=1)[:, 0] / first.sum(axis=1)  # closed form
-    return out
+    return plackett_luce_draw_probabilities(weights, picks)[0]
 
 
-@cache
-def _convolution_terms(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(slot p, a, p - a) for every a <= p < k, and where each slot's terms start."""
-    slot = np.concatenate([np.full(p + 1, p) for p in range(k)])
-    a = np.concatenate([np.arange(p + 1) for p in range(k)])
-    return slot, a, slot - a, np.concatenate([[0], np.cumsum(np.arange(1, k))])
+def plackett_luce_draw_probabilities(weights: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([B, k], [B]): each drawn candidate's probability at its slot, and each whole slate's.
+
+    Computed per session in compiled code (:mod:`shopformer.serve.propensity_kernel`): at serving's
+    batch sizes the numpy recursion of :func:`plackett_luce_marginals` is mostly call overhead.
+    """
+    from shopformer.serve import propensity_kernel  # numba: loaded when softmax first serves
+
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    picks = np.ascontiguousarray(picks, dtype=np.int64)
+    return propensity_kernel.propensities(w, picks, float(np.log(START)), STEP, MIN_RATIO, REACH)
 
 
 def _race(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,7 +88,7 @@ def _race(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Before t = START at most START^(p+1) of slot p's mass is cut (slot 0 is not integrated); past the
     # time when the k + 1 fastest clocks have all rung (up to e^-35), no slot < k is left.
     fast = np.sort(w, axis=1)[:, -min(k + 1, n)] if k < n else w.min(axis=1)
-    s = np.arange(np.log(START), np.log(35.0 / fast.min()) + STEP, STEP)
+    s = np.arange(np.log(START), np.log(REACH / fast.min()) + STEP, STEP)
     g = s.size
     # float32 is enough here (the quadrature error is 1e-5) and halves the memory traffic
     wt = (w.T.astype(np.float32)[:, None, :] * np.exp(s).astype(np.float32)[None, :, None]).reshape(n, g * b)
