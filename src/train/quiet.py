@@ -27,6 +27,7 @@ QUIET_WARNINGS = (
     r".*does not have many workers which may be a bottleneck.*",  # we choose num_workers on purpose
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",
     r"The ``noload`` loader strategy is deprecated.*",  # SQLAlchemy, inside MLflow's sqlite store
+    r"Checkpoint directory .* exists and is not empty.*",  # a resumed run: our "resuming ..." line says so
 )
 VERBOSE = ("verbose=true", "verbose=1", "verbose=yes")
 
