@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shopformer.serve.rules import FilterError, Filters, ItemAttributes, Rules
+from shopformer.data.vocab import encode_items
+from shopformer.serve.rules import FilterError, Filters, ItemAttributes, Rules, normalise_raw_ids
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +116,32 @@ def test_in_sorted_equals_isin():
         seen = np.unique(rng.integers(0, 500, size=size))
         values = rng.integers(-3, 520, size=(4, 50))
         np.testing.assert_array_equal(in_sorted(values, seen), np.isin(values, seen))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=40, unique=True),
+    asked=st.lists(
+        st.one_of(
+            st.integers(-(2**40), 2**40),
+            st.integers(2**63, 2**70),  # beyond int64
+            st.booleans(),
+            st.text(max_size=4),
+            st.integers(-50, 50).map(str),  # ints sent as text
+        ),
+        max_size=30,
+    ),
+    pick=st.randoms(use_true_random=False),
+)
+def test_the_numpy_search_of_an_int_catalogue_answers_as_the_general_lookup(keys, asked, pick):
+    keys = sorted(keys)
+    asked = asked + pick.sample(keys, min(3, len(keys)))  # some ids the catalogue has
+    vocab = pd.DataFrame({"item": np.arange(1, len(keys) + 1), "item_id": np.array(keys, dtype=np.int64)})
+    attrs = ItemAttributes(vocab)
+    assert attrs._int_keys is not None
+    general = encode_items(normalise_raw_ids(asked, attrs.raw_index), attrs.raw_index).astype(np.int64)
+    got = attrs.encode(asked)
+    np.testing.assert_array_equal(got, general if asked else np.empty(0, dtype=np.int64))
+    ints = [v for v in asked if type(v) is int and -(2**63) <= v < 2**63]
+    expected = [keys.index(v) + 1 if v in keys else 0 for v in ints]
+    assert attrs.encode(ints).tolist() == expected
