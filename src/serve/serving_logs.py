@@ -50,7 +50,8 @@ class ServingLogs:
         self.feedback = EventLog(self.directory / "feedback", FEEDBACK_SCHEMA, kind="feedback", **options)
         self.counts = BanditCounts()
         self.counts.add_logs(*self._previous())
-        self._recent: OrderedDict[str, frozenset[str]] = OrderedDict()
+        # tuples of strings, not sets: untracked by the cyclic GC after its first pass (see item_ids)
+        self._recent: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._lock = threading.Lock()
         self.feedback_counts = dict.fromkeys(("matched", "unknown_request", "item_not_shown"), 0)
         for recovery in self.impressions.recovered + self.feedback.recovered:
@@ -96,7 +97,7 @@ class ServingLogs:
         )
         self.counts.record_shown(ids)
         with self._lock:
-            self._recent[shown.request_id] = frozenset(str(i) for i in ids)
+            self._recent[shown.request_id] = tuple(str(i) for i in ids)
             if len(self._recent) > RECENT_REQUESTS:
                 self._recent.popitem(last=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -251,7 +252,7 @@ def test_row_helpers_stringify_ids_and_refuse_bad_values():
         propensities=[1.0],
         filters={"b": 1, "a": True},
     )
-    assert row["session_items"] == [1, "2"] and row["shown"] == [11] and row["k"] == 1
+    assert row["session_items"] == (1, "2") and row["shown"] == (11,) and row["k"] == 1
     written = record_batch(
         [row, {**row, "session_items": [3, 4], "candidates": ["a", "b"]}], IMPRESSION_SCHEMA
     )
@@ -267,3 +268,30 @@ def test_row_helpers_stringify_ids_and_refuse_bad_values():
         feedback_row(request_id="q", item_id=7, event="view")
     with pytest.raises(RequestError, match="revenue: 'abc' is not a number"):
         feedback_row(request_id="q", item_id=7, event="click", revenue="abc")
+
+
+def test_waiting_impression_rows_leave_the_cyclic_gc_before_its_oldest_generation(tmp_path):
+    """A second of queued rows must not pile up in the GC's oldest generation (it cost a logging
+    server about 15 % of its throughput when rows held lists)."""
+    row = impression_row(
+        request_id="q",
+        model_name="sasrec",
+        model_version="3",
+        policy="softmax",
+        policy_version="2",
+        session_items=list(range(150)),
+        candidates=list(range(20)),
+        candidate_scores=[0.5] * 20,
+        shown=list(range(10)),
+        propensities=[0.1] * 10,
+        slate_propensity=1e-9,
+        filters={"a": 1},
+    )
+    with EventLog(tmp_path, IMPRESSION_SCHEMA, kind="impressions", flush_interval=3600) as events:
+        events.append(row)
+        queued = events._queue.get_nowait()
+        gc.collect(0)  # the young generations a row waiting for the writer goes through
+        gc.collect(1)
+        assert not gc.is_tracked(queued), [type(v).__name__ for v in queued if gc.is_tracked(v)]
+        events._queue.put(queued)
+    assert read_log(tmp_path, "impressions").num_rows == 1
