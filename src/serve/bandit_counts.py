@@ -24,7 +24,7 @@ class BanditCounts:
         self._lock = threading.Lock()
 
     def record_shown(self, items: Iterable[object]) -> None:
-        keys = [str(item) for item in items]
+        keys = list(map(str, items))
         with self._lock:
             self._shown.update(keys)
 

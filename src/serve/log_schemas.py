@@ -125,10 +125,10 @@ def probabilities(name: str, values: Sequence[float] | None, n: int) -> tuple[fl
     """``values`` as floats in [0, 1], one per shown slot; None stays None (not computed)."""
     if values is None:
         return None
-    out = tuple(float(v) for v in values)
+    out = tuple(map(float, values))
     if len(out) != n:
         raise ValueError(f"{name}: {len(out)} values for {n} shown items")
-    if not all(0.0 <= v <= 1.0 for v in out):
+    if out and (min(out) < 0.0 or max(out) > 1.0 or math.isnan(sum(out))):
         raise ValueError(f"{name}: a probability outside [0, 1] in {list(out[:5])}")
     return out
 
@@ -165,7 +165,7 @@ def impression_row(
     are the raw ones, which :func:`record_batch` writes as text."""
     shown_ids = item_ids(shown)
     candidate_ids = item_ids(candidates)
-    scores = tuple(float(score) for score in candidate_scores)
+    scores = tuple(candidate_scores)  # numbers: the writer's Arrow conversion refuses anything else
     if len(scores) != len(candidate_ids):
         raise ValueError(f"candidate_scores: {len(scores)} scores for {len(candidate_ids)} candidates")
     if slate_propensity is not None and not 0.0 <= float(slate_propensity) <= 1.0:

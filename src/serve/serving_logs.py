@@ -95,9 +95,10 @@ class ServingLogs:
                 k=ask.session.k,
             )
         )
-        self.counts.record_shown(ids)
+        keys = tuple(map(str, ids))  # ids as the logs and the counts key them
+        self.counts.record_shown(keys)
         with self._lock:
-            self._recent[shown.request_id] = tuple(str(i) for i in ids)
+            self._recent[shown.request_id] = keys
             if len(self._recent) > RECENT_REQUESTS:
                 self._recent.popitem(last=False)
 
