@@ -90,12 +90,15 @@ def propensities(
     k = picks.shape[1]
     out = np.zeros((b, k))
     slates = np.ones(b)
+    if k == 0:
+        return out, slates
     for i in range(b):
         w = np.maximum(weights[i], min_ratio * weights[i].max())
         w = w / w.sum()
         fast = np.sort(w)[n - k - 1] if k < n else w.min()
         points = int(math.floor((math.log(reach / fast) - start) / step)) + 1
-        _session(w, picks[i], start, points, step, out[i])
+        if k > 1:  # slot 0 needs no integral
+            _session(w, picks[i], start, points, step, out[i])
         out[i, 0] = w[picks[i, 0]]  # the first slot in closed form
         # the weight left before each slot = the candidates never shown + this slot's and later ones,
         # summed from the last slot up (no cancellation)

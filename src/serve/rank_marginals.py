@@ -13,9 +13,10 @@ trapezoid rule converges geometrically. With a step of 0.4 a slot's probabilitie
 about 1e-5 before renormalisation; the renormalised table matches enumeration of every ranking to
 about 1e-9 (tests). The first slot needs no integral (``w_i / sum w``), so the grid starts where the
 second slot's mass begins. Enumeration costs N!/(N-k)!; this costs about 35 grid points x N x k x 4
-multiply-adds per session (20 candidates, 10 slots, temperature 1), a few tens of microseconds in
-batches. Serving needs only the k propensities of what it shows (:func:`plackett_luce_propensities`,
-accurate to about 1e-5 relative: far below what moves an importance weight).
+multiply-adds per session (20 candidates, 10 slots, temperature 1). Serving needs only the k
+propensities of what it shows: :func:`plackett_luce_propensities` computes them on the same grid in
+compiled code (:mod:`shopformer.serve.propensity_kernel`), within about 1e-6 relative of enumeration;
+this module's float32 table is for offline use (simulator, OPE targets).
 """
 
 from __future__ import annotations
