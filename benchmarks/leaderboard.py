@@ -283,7 +283,8 @@ def write_table(results: dict[str, Any]) -> None:
         "Full ranking over the whole catalogue (never sampled negatives). Written by "
         "`SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py` from "
         "`benchmarks/leaderboard/results.json`; each row has its command, date, machine and commit. "
-        "Wall times come from a shared 2-core machine: compare them only within one sitting.",
+        "Wall times come from a shared 2-core machine: compare them only within one sitting; a cell "
+        "resumed across sittings (its command says `resume=auto`) counts its last sitting only.",
         "",
         f"{done} of {len(MODELS) * len(DATASETS)} cells done.",
         "",
