@@ -13,6 +13,7 @@ import bz2
 import csv
 import gzip
 import io
+import itertools
 import lzma
 import zlib
 from collections.abc import Mapping, Sequence
@@ -210,15 +211,23 @@ def read_mapped(
             f"{exc} Read as {separator_name(char)}-separated; if that is wrong, set "
             "data.source.sep=comma|semicolon|tab|pipe"
         ) from None
+    above = 0
     if parquet:
         raw = _read_parquet(path)
         raw.columns = have
         blank = np.zeros(len(raw), dtype=bool)
     else:
+        # Blank lines above the header are not rows: skipped here as the header read skips them.
+        above = _blank_lines_above_header(path)
         raw = _read_csv(
             path, sep=char, dtype=str, keep_default_na=False, na_filter=False,
-            skip_blank_lines=False, encoding="utf-8-sig",
+            skip_blank_lines=False, encoding="utf-8-sig", skiprows=above,
         )  # fmt: skip
+        if raw.shape[1] != len(have):
+            raise DataValidationError(
+                f"{path}: the header line names {len(have)} column(s) ({shown_names(have)}) but the "
+                f"rows were read as {raw.shape[1]}; is the first line the header?"
+            )
         raw.columns = have
         blank = _blank_rows(raw)
     out = pd.DataFrame({canonical: raw[theirs] for canonical, theirs in chosen.items()}, index=raw.index)
@@ -229,7 +238,7 @@ def read_mapped(
     if blank.any():
         out = out[~blank].copy()
     out.attrs.update(
-        row_offset=1 if parquet else 2,
+        row_offset=1 if parquet else 2 + above,
         row_word="row" if parquet else "line",
         file_columns=chosen,
         file_has=have,
@@ -237,6 +246,20 @@ def read_mapped(
         positions=np.flatnonzero(~blank) if blank.any() else None,
     )
     return out, int(blank.sum())
+
+
+def _blank_lines_above_header(path: Path, limit: int = 1000) -> int:
+    """How many empty or whitespace-only lines come before the first line with text (0 when the
+    file cannot be read as UTF-8: the CSV reader then says why)."""
+    opener = OPENERS.get(path.suffix.lower(), open)
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline=None) as text:
+            for count, line in enumerate(itertools.islice(text, limit)):
+                if line.strip():
+                    return count
+    except (UnicodeDecodeError, *DECOMPRESS_ERRORS):
+        return 0
+    return 0
 
 
 def _blank_rows(df: pd.DataFrame) -> np.ndarray:

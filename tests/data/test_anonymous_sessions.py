@@ -165,6 +165,18 @@ def test_blank_lines_are_dropped_and_counted_and_lines_stay_right(tmp_path):
     assert out.report["rows in source"] == 3 and unaccounted_rows(out.report) == 0
 
 
+@pytest.mark.parametrize("opener", [None, gzip.compress])
+def test_blank_lines_above_the_header_are_skipped_and_lines_stay_right(tmp_path, opener):
+    text = "\n\r\n  \nuser_id,item_id,timestamp\nu,1,5\nu,2,6\n"
+    name = "events.csv" if opener is None else "events.csv.gz"
+    path = tmp_path / name
+    path.write_bytes(text.encode() if opener is None else opener(text.encode()))
+    table = TabularSource(path=str(path)).load()
+    assert len(table.events) == 2 and table.dropped == {}
+    path.write_bytes((text + "u,3,x\n").encode() if opener is None else opener((text + "u,3,x\n").encode()))
+    assert "line 7" in error(str(path)) and "timestamp='x'" in error(str(path))
+
+
 def test_rows_without_a_session_id_are_sessionized_by_gap(tmp_path):
     text = "user_id,session_id,item_id,timestamp\nu,a,1,0\nu,,2,100\nu,,3,10000\nw,,4,50\n"
     out = preprocess(TabularSource(path=write(tmp_path, text)).load(), PreprocessConfig(), "session")
