@@ -47,10 +47,37 @@ def _lookup(index: pd.Index, values: np.ndarray) -> np.ndarray:
     positions = index.get_indexer(values)
     if (positions < 0).any() and index.dtype.kind in "iu" and values.dtype.kind not in "iu":
         # Raw ids arrive as strings (JSON, CSV) for an integer-keyed catalogue.
-        numeric = pd.to_numeric(pd.Series(values), errors="coerce")
-        retry = index.get_indexer(numeric.fillna(-(2**62)).astype("int64").to_numpy())
-        positions = np.where(positions >= 0, positions, retry)
+        missing = np.flatnonzero(positions < 0)
+        wanted: dict[object, int] = {}
+        for value in values[missing]:
+            if value not in wanted:
+                wanted[value] = _whole_number(value)
+        retry = index.get_indexer(np.array([wanted[v] for v in values[missing]], dtype=np.int64))
+        positions = positions.copy()
+        positions[missing] = retry
     return positions
+
+
+NOT_AN_ID = -(2**63)  # no catalogue has it: a value that names no whole number looks up nothing
+
+
+def _whole_number(value: object) -> int:
+    """The integer a raw id spells ("42", " 42 ", "42.0", 42.0), exactly (big ids are not rounded
+    through floats); :data:`NOT_AN_ID` for anything else ("1.5", "inf", "nan", "x", True)."""
+    if isinstance(value, bool | np.bool_):
+        return NOT_AN_ID
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            real = float(text)
+        except ValueError:
+            return NOT_AN_ID
+        if not (np.isfinite(real) and real.is_integer()):
+            return NOT_AN_ID
+        number = int(real)
+    return number if -(2**63) < number < 2**63 else NOT_AN_ID
 
 
 def build_event_vocabulary(event_types: pd.Series) -> list[str]:

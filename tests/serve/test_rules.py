@@ -118,7 +118,7 @@ def test_in_sorted_equals_isin():
         np.testing.assert_array_equal(in_sorted(values, seen), np.isin(values, seen))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     keys=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=40, unique=True),
     asked=st.lists(
