@@ -15,3 +15,7 @@ def make_app() -> FastAPI:
         return {"pid": os.getpid()}
 
     return app
+
+
+def make_broken_app() -> FastAPI:
+    raise RuntimeError("this worker cannot start")
