@@ -856,30 +856,53 @@ def count_logged(log_dir: Path) -> int:
 
 
 def http_section(setup: Setup, args: argparse.Namespace) -> tuple[list[list[Any]], list[list[Any]]]:
-    """The rows of every server variant in ``--servers``, and the closed-loop summary per variant."""
+    """The rows of every server variant in ``--servers``, ``--rounds`` times (each round starts one
+    server later, so that no variant always runs first), and the closed-loop summary per variant."""
     bodies = request_bodies(setup)
-    rounds = [(key, server_rows(key, setup, bodies, args)) for key in args.servers]
+    order = list(args.servers)
+    rounds = []
+    for r in range(args.rounds):
+        shift = r % len(order)
+        for key in order[shift:] + order[:shift]:
+            rounds.append((key, server_rows(key, setup, bodies, args)))
     return [row for _, rows in rounds for row in rows], throughput_summary(rounds, args.http_clients)
 
 
-def throughput_summary(rounds: list[tuple[str, list[list[Any]]]], clients: int) -> list[list[Any]]:
-    """Per server variant: its closed-loop req/s at ``clients`` in every round (a variant listed
-    several times in ``--servers`` runs several rounds, interleaved with the others), the median,
-    and the median against the plain server's (``cli``). The machine is shared: rounds vary by
-    +-10 %, so a cost of a few per cent needs several interleaved rounds."""
-    rates: dict[str, list[float]] = {}
+def _closed_loop(
+    rounds: list[tuple[str, list[list[Any]]]], clients: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Per variant, in run order: (req/s, server CPU ms per request) of each closed loop at ``clients``."""
+    found: dict[str, list[tuple[float, float]]] = {}
     for key, rows in rounds:
         for row in rows:
             if row[1] == "closed loop" and row[2] == clients:
-                rates.setdefault(key, []).append(float(row[5]))
-    base = float(np.median(rates["cli"])) if "cli" in rates else None
+                found.setdefault(key, []).append((float(row[5]), float(str(row[10]).split(" / ")[0])))
+    return found
+
+
+def _paired(values: list[float], base: list[float], invert: bool = False) -> str:
+    """Median and range of the per-round ratios value / base (base / value with ``invert``): the
+    n-th run of a variant against the plain server's n-th, which ran in the same round."""
+    ratios = [b / v if invert else v / b for v, b in zip(values, base, strict=False) if v > 0 and b > 0]
+    if not ratios:
+        return "-"
+    return f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def throughput_summary(rounds: list[tuple[str, list[list[Any]]]], clients: int) -> list[list[Any]]:
+    """Per server variant: its closed-loop req/s at ``clients`` in every round, the median, and
+    against the plain server (``cli``) of the same round: the median of the per-round throughput
+    ratios, and of the ratios of server CPU per request (plain / variant: the capacity the CPU
+    cost implies, steadier than throughput on a shared machine, where rounds vary by +-15 %)."""
+    found = _closed_loop(rounds, clients)
+    plain = found.get("cli", [])
     out = []
-    for key, values in rates.items():
-        median = float(np.median(values))
-        ratio = f"{median / base:.2f}" if base else "-"
-        out.append(
-            [SERVERS[key].name, len(values), " / ".join(f"{v:.0f}" for v in values), f"{median:.0f}", ratio]
-        )
+    for key, runs in found.items():
+        rates, cpu = [r for r, _ in runs], [c for _, c in runs]
+        vs_rate = _paired(rates, [r for r, _ in plain]) if plain else "-"
+        vs_cpu = _paired(cpu, [c for _, c in plain], invert=True) if plain else "-"
+        per_round = " / ".join(f"{v:.0f}" for v in rates)
+        out.append([SERVERS[key].name, len(runs), per_round, f"{np.median(rates):.0f}", vs_rate, vs_cpu])
     return out
 
 
@@ -918,6 +941,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-requests", type=int, help="request cap per load test (default 20,000)")
     parser.add_argument("--http-seconds", type=float, help="time cap per load test (default 30)")
     parser.add_argument("--http-clients", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run --servers this many times, each round rotated by one"
+    )
     parser.add_argument("--http-rate", type=float, help="open-loop rate (default: half the closed-loop rate)")
     parser.add_argument(
         "--servers", nargs="+", default=["cli", "unbatched", "workers2"], choices=list(SERVERS)
@@ -1002,7 +1028,9 @@ def run_sections(setup: Setup, args: argparse.Namespace) -> None:
         print(
             f"\n### Closed loop, {args.http_clients} clients: req/s per round and against the plain server\n"
         )
-        print(table(["server", "rounds", "req/s per round", "median", "vs plain"], summary), flush=True)
+        columns = ["server", "rounds", "req/s per round", "median", "vs plain, req/s", "vs plain, CPU / req"]
+        print(table(columns, summary), flush=True)
+        print("\n(vs plain: the median of the per-round ratios, with their range; CPU / req as plain / this)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from tests.benchmarks.scripts import load_benchmark
@@ -45,7 +47,6 @@ def test_both_load_generators_count_answers_and_errors():
     import http.server
     import os
     import threading
-    from types import SimpleNamespace
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
@@ -78,19 +79,47 @@ def test_both_load_generators_count_answers_and_errors():
         server.shutdown()
 
 
-def test_throughput_summary_takes_medians_of_interleaved_rounds_against_the_plain_server():
-    def row(rate: float, mode: str = "closed loop", clients: int = 32) -> list:
-        return ["x", mode, clients, 100, "10.0", f"{rate:.0f}", "1.0", "2.0"]
+def test_throughput_summary_pairs_each_round_with_the_plain_server_of_the_same_round():
+    def row(rate: float, cpu: float = 1.0, mode: str = "closed loop", clients: int = 32) -> list:
+        return ["x", mode, clients, 100, "10.0", f"{rate:.0f}", "1.0", "2.0", "-", "-", f"{cpu:.2f} / 0.10"]
 
     rounds = [
-        ("cli", [row(500, clients=1), row(600), row(300, mode="open loop")]),
-        ("softmax_logged", [row(540)]),
-        ("cli", [row(700)]),
-        ("softmax_logged", [row(500)]),
-        ("cli", [row(650)]),
-        ("softmax_logged", [row(610)]),
+        ("cli", [row(500, clients=1), row(600, 1.0), row(300, mode="open loop")]),
+        ("softmax_logged", [row(540, 1.1)]),
+        ("softmax_logged", [row(500, 1.2)]),  # a round may start with either server
+        ("cli", [row(700, 1.2)]),
+        ("cli", [row(650, 1.1)]),
+        ("softmax_logged", [row(610, 1.0)]),
     ]
     serving = load_benchmark("serving")
     summary = {line[0]: line[1:] for line in serving.throughput_summary(rounds, 32)}
-    assert summary[serving.SERVERS["cli"].name] == [3, "600 / 700 / 650", "650", "1.00"]
-    assert summary[serving.SERVERS["softmax_logged"].name] == [3, "540 / 500 / 610", "540", "0.83"]
+    assert summary[serving.SERVERS["cli"].name] == [
+        3,
+        "600 / 700 / 650",
+        "650",
+        "1.00 (1.00-1.00)",
+        "1.00 (1.00-1.00)",
+    ]
+    # per round 540/600, 500/700, 610/650; CPU 1.0/1.1, 1.2/1.2, 1.1/1.0
+    assert summary[serving.SERVERS["softmax_logged"].name] == [
+        3,
+        "540 / 500 / 610",
+        "540",
+        "0.90 (0.71-0.94)",
+        "1.00 (0.91-1.10)",
+    ]
+
+
+def test_rounds_rotate_the_server_order(monkeypatch):
+    serving = load_benchmark("serving")
+    ran = []
+    monkeypatch.setattr(serving, "request_bodies", lambda setup: [])
+    monkeypatch.setattr(serving, "server_rows", lambda key, *a: ran.append(key) or [])
+    args = SimpleNamespace(servers=["cli", "softmax_logged", "greedy_logged"], rounds=4, http_clients=32)
+    serving.http_section(None, args)
+    assert ran == [
+        *["cli", "softmax_logged", "greedy_logged"],
+        *["softmax_logged", "greedy_logged", "cli"],
+        *["greedy_logged", "cli", "softmax_logged"],
+        *["cli", "softmax_logged", "greedy_logged"],
+    ]
