@@ -10,9 +10,8 @@ lb = load_benchmark("leaderboard")
 
 
 def cell(model: str, dataset: str, ndcg: float, other: float = 0.0) -> dict:
-    main, second = (
-        ("exclude_seen", "all_items") if dataset in ("ml1m", "ml100k") else ("all_items", "exclude_seen")
-    )
+    main = lb.MAIN_PROTOCOL[dataset]
+    second = "all_items" if main == "exclude_seen" else "exclude_seen"
     return {
         "model": model,
         "dataset": dataset,
