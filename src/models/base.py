@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from shopformer.models.ranking_metrics import ItemScorer
+
 
 class SequenceRecommender(nn.Module):
     """Encoder that turns a left-padded history into a query ``q`` [B, D]; item ``i`` scores ``q · E[i]``.
@@ -34,6 +36,11 @@ class SequenceRecommender(nn.Module):
 
     def item_vectors(self) -> Tensor:
         raise NotImplementedError
+
+    def item_scorer(self) -> Tensor | ItemScorer:
+        """What evaluation ranks the catalogue with: the item table (``E``), or an
+        :class:`~shopformer.models.ranking_metrics.ItemScorer` for a model scored by lookup."""
+        return self.item_vectors()
 
     def reset_parameters(self, init_std: float | None = None) -> None:
         """Initialise every matrix, padding rows zeroed.

@@ -1,6 +1,9 @@
 """Non-neural baselines under the same dot-product contract, so the same evaluation (and export) applies.
 
-They are fitted from the training events, not trained by gradient descent.
+They are fitted from the training events, not trained by gradient descent. The transition baseline keeps
+a dense table up to 50,000 items; above that it keeps the observed transitions only and is scored by
+lookup (:class:`SparseTransition`): the same scores, evaluated the same way, but with no bundle, since
+a bundle's index needs a dense item table.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import torch
 from torch import Tensor
 
 from shopformer.models.base import SequenceRecommender
+from shopformer.models.ranking_metrics import ItemScorer
 
 MAX_DENSE_TRANSITION_ITEMS = 50_000
 
@@ -55,15 +59,16 @@ class Transition(FittedBaseline):
 
     ``q = [onehot(last item), 1]``, ``E[j] = [T[:, j], popularity_j]``: popularity (scaled
     below one transition) breaks ties and answers for items never seen as a predecessor.
-    The table is dense, so catalogues above 50,000 items are refused.
+    The table is dense; above 50,000 items ``Transition(n)`` is a :class:`SparseTransition` (as
+    ``pathlib.Path()`` is a ``PosixPath``): the same scores from the observed transitions only.
     """
 
+    def __new__(cls, n_items: int, **_: object) -> Transition:
+        if cls is Transition and n_items > MAX_DENSE_TRANSITION_ITEMS:
+            cls = SparseTransition
+        return super().__new__(cls)
+
     def __init__(self, n_items: int, **_: object) -> None:
-        if n_items > MAX_DENSE_TRANSITION_ITEMS:
-            raise ValueError(
-                f"the transition baseline keeps a dense {n_items}x{n_items} table; "
-                f"at most {MAX_DENSE_TRANSITION_ITEMS:,} items are supported"
-            )
         super().__init__(n_items, dim=n_items + 1)
         self.register_buffer("table", torch.zeros(n_items, n_items + 1))
 
@@ -89,3 +94,95 @@ class Transition(FittedBaseline):
 
     def item_vectors(self) -> Tensor:
         return self.table
+
+
+class SparseTransition(Transition):
+    """:class:`Transition`'s scores for any catalogue size, from the observed transitions only (CSR).
+
+    The query is the history's last item id (``[B, 1]``, exact in float32 below 2^24 items), and
+    :meth:`item_scorer` scores the catalogue by lookup: ``count(last -> j) + popularity_j`` (scaled
+    below one transition), as the dense table's dot product gives. Not exportable as a bundle.
+    """
+
+    exportable = False
+    not_exportable_because = (
+        "it is scored by lookup in a sparse table, and a bundle's index needs a dense one"
+    )
+
+    def __init__(self, n_items: int, **_: object) -> None:
+        FittedBaseline.__init__(self, n_items, dim=1)  # not Transition's: no dense table
+        self.register_buffer("row_starts", torch.zeros(n_items + 1, dtype=torch.long))
+        self.register_buffer("columns", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("counts", torch.zeros(0))
+        self.register_buffer("popularity", torch.zeros(n_items))
+
+    def fit(self, train_items: np.ndarray, train_seq: np.ndarray) -> SparseTransition:
+        n = self.n_items
+        same_seq = train_seq[1:] == train_seq[:-1]
+        prev, nxt = train_items[:-1][same_seq].astype(np.int64), train_items[1:][same_seq].astype(np.int64)
+        pairs, counts = np.unique(prev * n + nxt, return_counts=True)  # sorted: row-major CSR order
+        rows = pairs // n
+        self.row_starts = torch.from_numpy(np.searchsorted(rows, np.arange(n + 1)).astype(np.int64))
+        self.columns = torch.from_numpy(pairs % n)
+        self.counts = torch.from_numpy(counts.astype(np.float32))
+        popularity = self._popularity(train_items)
+        self.popularity = torch.from_numpy((popularity / (popularity.max() + 1.0)).astype(np.float32))
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # The number of observed transitions is known only once fitted: take the saved sizes.
+        for name in ("columns", "counts"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def encode(self, item_ids: Tensor, event_types: Tensor | None = None, gap_buckets: Tensor | None = None):
+        return item_ids[:, -1:].to(self.popularity.dtype)
+
+    def item_vectors(self) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no item table: {self.not_exportable_because} (use item_scorer())"
+        )
+
+    def item_scorer(self) -> TransitionScorer:
+        return TransitionScorer(self)
+
+    @torch.no_grad()
+    def score(self, item_ids: Tensor, **channels: Tensor) -> Tensor:
+        return self.item_scorer().scores(self.encode(item_ids), 0, self.n_items)
+
+
+class TransitionScorer(ItemScorer):
+    """Scores of a :class:`SparseTransition` for a chunk of the catalogue, as a dense block."""
+
+    def __init__(self, model: SparseTransition) -> None:
+        self.model = model
+        self.shape = (model.n_items, 1)
+
+    def _observed(self, queries: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(query row, item column, count) of every observed transition from each query's last item."""
+        m = self.model
+        last = queries[:, 0].long().to(m.row_starts.device)
+        starts, lengths = m.row_starts[last], m.row_starts[last + 1] - m.row_starts[last]
+        rows = torch.repeat_interleave(torch.arange(len(last), device=last.device), lengths)
+        offsets = torch.arange(int(lengths.sum()), device=last.device) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths
+        )
+        at = torch.repeat_interleave(starts, lengths) + offsets
+        return rows, m.columns[at], m.counts[at]
+
+    def scores(self, queries: Tensor, start: int, stop: int) -> Tensor:
+        block = self.model.popularity[start:stop].to(queries.device).expand(len(queries), -1).clone()
+        rows, cols, counts = self._observed(queries)
+        keep = (cols >= start) & (cols < stop)
+        block[rows[keep].to(queries.device), (cols[keep] - start).to(queries.device)] += counts[keep].to(
+            queries.device
+        )
+        return block
+
+    def target_scores(self, queries: Tensor, targets: Tensor) -> Tensor:
+        out = self.model.popularity[targets.to(self.model.popularity.device)].to(queries.device).clone()
+        rows, cols, counts = self._observed(queries)
+        hit = cols == targets.to(cols.device)[rows]
+        out.index_add_(0, rows[hit].to(queries.device), counts[hit].to(queries.device))
+        return out

@@ -29,24 +29,50 @@ from torch import Tensor
 
 from shopformer.models.business_metrics import LIST_METRICS, ItemFacts, list_sums
 
-__all__ = ["FullRankingMetrics", "ranks_against_catalogue"]
+__all__ = ["FullRankingMetrics", "ItemScorer", "ranks_against_catalogue"]
 
 
-def _target_scores(queries: Tensor, items: Tensor, targets: Tensor) -> Tensor:
+class ItemScorer:
+    """A catalogue ranked without a dense ``[n_items, D]`` table (e.g. a sparse transition table):
+    ``shape`` is ``(n_items, D)`` of the queries it takes; ``scores`` gives a chunk of the catalogue's
+    scores and ``target_scores`` each query's own target's, both float32 on the queries' device and
+    equal where they overlap, so a target's rank is exact."""
+
+    shape: tuple[int, int]
+
+    def scores(self, queries: Tensor, start: int, stop: int) -> Tensor:
+        """[B, stop - start]: every query's score of items ``start..stop-1``."""
+        raise NotImplementedError
+
+    def target_scores(self, queries: Tensor, targets: Tensor) -> Tensor:
+        """[B]: each query's score of its own target."""
+        raise NotImplementedError
+
+
+def _target_scores(queries: Tensor, items: Tensor | ItemScorer, targets: Tensor) -> Tensor:
     """Float32 score of each query's own target.
 
     Taken from the diagonal of a matrix product rather than an elementwise sum so that it goes through a
     GEMM like the chunk scores it is compared with, which for realistic batch sizes gives bit-identical
     rounding (exact ties, e.g. duplicate embeddings, then stay ties).
     """
+    if isinstance(items, ItemScorer):
+        return items.target_scores(queries, targets)
     t_items = items[targets.to(items.device)].to(queries.device, torch.float32)
     return (queries @ t_items.T).diagonal()
+
+
+def _chunk_scores(queries: Tensor, items: Tensor | ItemScorer, start: int, stop: int) -> Tensor:
+    """[B, stop - start] float32 scores of a chunk of the catalogue (a fresh tensor: it is edited)."""
+    if isinstance(items, ItemScorer):
+        return items.scores(queries, start, stop)
+    return queries @ items[start:stop].to(queries.device, torch.float32).T
 
 
 @torch.no_grad()
 def ranks_against_catalogue(
     queries: Tensor,
-    items: Tensor,
+    items: Tensor | ItemScorer,
     targets: Tensor,
     seen: Tensor | None = None,
     chunk_size: int = 65536,
@@ -59,6 +85,7 @@ def ranks_against_catalogue(
     removed from the ranking. The catalogue is scored ``chunk_size`` rows at a time, so at most a
     [B, chunk_size] score block exists at once; a running top-``k_max`` is merged across chunks. ``items``
     may live on another device than ``queries`` (e.g. a CPU table): each chunk is moved to the queries.
+    ``items`` may also be an :class:`ItemScorer` (a catalogue scored by lookup), ranked the same way.
 
     Top-K slots that no rankable item fills (``k_max`` larger than the catalogue left after exclusion) hold
     the padding id 0. Ties at the K-th place are broken arbitrarily (``torch.topk``); ranks are exact.
@@ -70,9 +97,14 @@ def ranks_against_catalogue(
 
 
 def _ranks_in_float32(
-    queries: Tensor, items: Tensor, targets: Tensor, seen: Tensor | None, chunk_size: int, k_max: int
+    queries: Tensor,
+    items: Tensor | ItemScorer,
+    targets: Tensor,
+    seen: Tensor | None,
+    chunk_size: int,
+    k_max: int,
 ) -> tuple[Tensor, Tensor]:
-    if queries.dim() != 2 or items.dim() != 2 or queries.shape[1] != items.shape[1]:
+    if queries.dim() != 2 or len(items.shape) != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"need queries [B, D] and items [n_items, D], got {queries.shape}, {items.shape}")
     if targets.shape != (queries.shape[0],):
         raise ValueError(f"targets must be [B={queries.shape[0]}], got {tuple(targets.shape)}")
@@ -99,7 +131,7 @@ def _ranks_in_float32(
     for start in range(0, n_items, chunk_size):
         stop = min(start + chunk_size, n_items)
         width = stop - start
-        scores = queries @ items[start:stop].to(device, torch.float32).T  # [B, width]
+        scores = _chunk_scores(queries, items, start, stop)  # [B, width]
         if start == 0:
             scores[:, 0] = -math.inf
         if seen is not None:
@@ -188,7 +220,9 @@ class FullRankingMetrics:
         if self.attributes is not None and (self._facts is None or self._facts.device != device):
             self._facts = self.attributes.to(device)
 
-    def update(self, queries: Tensor, items: Tensor, targets: Tensor, seen: Tensor | None = None) -> Tensor:
+    def update(
+        self, queries: Tensor, items: Tensor | ItemScorer, targets: Tensor, seen: Tensor | None = None
+    ) -> Tensor:
         """Rank one batch and accumulate it; returns the 0-based ranks [B] (its top-K ids: ``last_top``)."""
         if items.shape[0] != self.n_items:
             raise ValueError(f"items has {items.shape[0]} rows, expected n_items={self.n_items}")

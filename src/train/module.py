@@ -78,9 +78,9 @@ class RecommenderModule(TrainingModule):
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
         queries = self.model.encode(batch["item_ids"], **self.channels(batch))
-        self.metrics[split].update(
-            queries.float(), self.model.item_vectors().float(), batch["target"], batch.get("seen_items")
-        )
+        items = self.model.item_scorer()
+        items = items.float() if isinstance(items, Tensor) else items  # or a catalogue scored by lookup
+        self.metrics[split].update(queries.float(), items, batch["target"], batch.get("seen_items"))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

@@ -52,7 +52,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     # run must give the same numbers either way.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, dm)
-    if cfg.get("export", True):  # a bad index spec fails now, not after training
+    export = bool(cfg.get("export", True))
+    if export and not getattr(model, "exportable", True):
+        print(f"export: no bundle for {type(model).__name__}: {model.not_exportable_because}", flush=True)
+        export = False
+    if export:  # a bad index spec fails now, not after training
         check_index_spec(cfg.index.factory, cfg.index.params, model.dim, dm.n_items)
     trainable = task.prepare(cfg, model, dm)
     if cfg.get("compile") and trainable:
@@ -95,7 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     summary["valid"] = {**best_validation(trainer), **summary.get("valid", {})}
     guarded(logger, "logging the run's tags and artifacts", log_run_facts, logger, cfg, dm, ckpt, commit)
     guarded(logger, "logging the task's artifacts", task.log_to_mlflow, logger, dm, summary)
-    if cfg.get("export", True):
+    if export:
         summary.update(
             export_and_publish(cfg, dm, ckpt, run_dir, active(logger), commit, task.bundle_metrics(test))
         )

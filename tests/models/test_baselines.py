@@ -10,7 +10,9 @@ from shopformer.data.datamodule import SequenceDataModule
 from shopformer.data.sources import SyntheticSource
 from shopformer.data.split import TRAIN
 from shopformer.data.store import DatasetSpec
-from shopformer.models.baselines import MostPopular, Transition
+from shopformer.models import baselines
+from shopformer.models.baselines import MostPopular, SparseTransition, Transition
+from shopformer.models.ranking_metrics import ranks_against_catalogue
 from shopformer.models.ranking_reference import ranking_metrics, target_ranks
 
 
@@ -54,3 +56,50 @@ def test_transition_beats_popularity_on_synthetic_data(synthetic):
     trans = evaluate(Transition(ds.n_items).fit(ds.item[train], ds.seq[train]), synthetic)
     assert trans["ndcg@10"] > 2 * pop["ndcg@10"] and trans["hr@10"] > 1.5 * pop["hr@10"]
     assert pop["hr@10"] > 0.01  # popularity is a real, not a broken, baseline
+
+
+def _fitted_pair(synthetic) -> tuple[Transition, SparseTransition]:
+    ds = synthetic.data
+    train = ds.role == TRAIN
+    return (
+        Transition(ds.n_items).fit(ds.item[train], ds.seq[train]),
+        SparseTransition(ds.n_items).fit(ds.item[train], ds.seq[train]),
+    )
+
+
+def test_sparse_transition_scores_and_ranks_as_the_dense_table(synthetic):
+    dense, sparse = _fitted_pair(synthetic)
+    batch = synthetic.test_set.__getitems__(list(range(300)))
+    history = batch["item_ids"]
+    history[:3] = 0  # empty histories: popularity alone
+    np.testing.assert_array_equal(sparse.score(history).numpy(), dense.score(history).numpy())
+    seen = history[:, -5:]
+    for chunk_size in (7, 65536):  # the scorer's chunks, and the whole catalogue at once
+        got = ranks_against_catalogue(
+            sparse.encode(history), sparse.item_scorer(), batch["target"], seen, chunk_size, k_max=10
+        )
+        want = ranks_against_catalogue(
+            dense.encode(history), dense.item_vectors(), batch["target"], seen, chunk_size, k_max=10
+        )
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+
+
+def test_sparse_transition_loads_from_its_saved_weights_without_pickle(synthetic, tmp_path):
+    _, sparse = _fitted_pair(synthetic)
+    torch.save(sparse.state_dict(), tmp_path / "w.pt")
+    restored = SparseTransition(sparse.n_items)
+    restored.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    history = synthetic.test_set.__getitems__(list(range(50)))["item_ids"]
+    np.testing.assert_array_equal(restored.score(history).numpy(), sparse.score(history).numpy())
+    assert restored.columns.numel() == sparse.columns.numel() > 0
+
+
+def test_the_transition_recipe_keeps_a_dense_table_up_to_its_limit_then_a_sparse_one(monkeypatch):
+    assert type(Transition(n_items=100)) is Transition
+    monkeypatch.setattr(baselines, "MAX_DENSE_TRANSITION_ITEMS", 50)
+    model = Transition(n_items=100)
+    assert type(model) is SparseTransition and not model.exportable
+    assert model.columns.numel() == 0 and not hasattr(model, "table")
+    with pytest.raises(NotImplementedError, match="no item table"):
+        model.item_vectors()

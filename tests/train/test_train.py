@@ -75,6 +75,22 @@ def test_baselines_evaluate_without_training(tmp_path, model, caplog):
     assert not [r for r in caplog.records if "weights_only" in r.getMessage()]  # Lightning's save-time note
 
 
+def test_a_catalogue_over_the_dense_limit_gets_the_sparse_transition_and_no_bundle(
+    tmp_path, monkeypatch, capsys
+):
+    from shopformer.models import baselines
+
+    dense = run(compose_train(tmp_path / "dense", "model=transition", "logger=none"))
+    monkeypatch.setattr(baselines, "MAX_DENSE_TRANSITION_ITEMS", 10)
+    capsys.readouterr()
+    sparse = run(compose_train(tmp_path / "sparse", "model=transition", "logger=none", "export=true"))
+    assert "export: no bundle for SparseTransition" in capsys.readouterr().out
+    assert "bundle" not in sparse
+    assert sparse["test"] == dense["test"]  # the same scores, so the same ranks and top-K lists
+    again = evaluate(sparse["checkpoint"], "test", ["all_items"], "cpu")  # restored from its checkpoint
+    assert again["all_items"]["ndcg@10"] == pytest.approx(sparse["test"]["ndcg@10"], abs=1e-9)
+
+
 @pytest.mark.parametrize("model", ["bert4rec", "gru4rec"])
 def test_other_encoders_train(tmp_path, model):
     summary = run(
