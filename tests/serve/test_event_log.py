@@ -238,13 +238,14 @@ def test_read_log_sees_open_journals_only_when_asked(tmp_path):
         read_log(tmp_path / "missing", "feedback")
 
 
+def _impression(**values):
+    """An impression row of a SASRec answer: ``values`` replace the defaults."""
+    defaults = {"request_id": "q", "model_name": "sasrec", "model_version": "3", "policy": "greedy"}
+    return impression_row(**{**defaults, "policy_version": "1", **values})
+
+
 def test_row_helpers_stringify_ids_and_refuse_bad_values():
-    row = impression_row(
-        request_id="q",
-        model_name="sasrec",
-        model_version="3",
-        policy="greedy",
-        policy_version="1",
+    row = _impression(
         session_items=[1, "2"],
         candidates=[10, 11],
         candidate_scores=[0.5, 0.25],
@@ -273,10 +274,7 @@ def test_row_helpers_stringify_ids_and_refuse_bad_values():
 def test_waiting_impression_rows_leave_the_cyclic_gc_before_its_oldest_generation(tmp_path):
     """A second of queued rows must not pile up in the GC's oldest generation (it cost a logging
     server about 15 % of its throughput when rows held lists)."""
-    row = impression_row(
-        request_id="q",
-        model_name="sasrec",
-        model_version="3",
+    row = _impression(
         policy="softmax",
         policy_version="2",
         session_items=list(range(150)),
