@@ -67,4 +67,7 @@ class SequenceRecommender(nn.Module):
     @torch.no_grad()
     def score(self, item_ids: Tensor, **channels: Tensor) -> Tensor:
         """Scores of every item for each history, [B, n_items] (small catalogues / tests)."""
-        return self.encode(item_ids, **channels) @ self.item_vectors().T
+        queries, items = self.encode(item_ids, **channels), self.item_scorer()
+        if isinstance(items, ItemScorer):
+            return items.scores(queries, 0, items.shape[0])
+        return queries @ items.T

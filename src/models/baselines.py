@@ -149,10 +149,6 @@ class SparseTransition(Transition):
     def item_scorer(self) -> TransitionScorer:
         return TransitionScorer(self)
 
-    @torch.no_grad()
-    def score(self, item_ids: Tensor, **channels: Tensor) -> Tensor:
-        return self.item_scorer().scores(self.encode(item_ids), 0, self.n_items)
-
 
 class TransitionScorer(ItemScorer):
     """Scores of a :class:`SparseTransition` for a chunk of the catalogue, as a dense block."""
