@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 STEPS = {"cuda_tests", "throughput", "train_to_quality", "export_parity", "million_items"}
 TRAVEL_LIMIT = 64 << 20
 
 
+@pytest.mark.slow  # 30 s; run it (`make test-slow`) before a session that has a GPU
 def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     command = [sys.executable, "benchmarks/gpu/check.py", "--dry-run", "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
