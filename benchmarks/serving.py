@@ -498,6 +498,11 @@ SERVERS = {
     ),
     "thread2": ServerSpec("shopformer-serve workers=2 batching=thread", workers=2, batching="thread"),
     "greedy_logged": ServerSpec("shopformer-serve policy=greedy, impressions logged", logs=True),
+    "greedy_logged_thread": ServerSpec(
+        "shopformer-serve policy=greedy, impressions logged by a thread (log_writer=thread)",
+        options=("log_writer=thread",),
+        logs=True,
+    ),
     "epsilon_logged": ServerSpec(
         "shopformer-serve policy=epsilon_greedy top_n=20, impressions logged",
         options=("policy=epsilon_greedy", "top_n=20"),

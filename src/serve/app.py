@@ -84,6 +84,7 @@ def create_app(
     policy: PolicyConfig | Mapping[str, Any] | None = None,
     log_dir: str | os.PathLike | None = None,
     log_flush_interval: float = 1.0,
+    log_writer: str = "thread",
     ab_bundle: Recommender | str | os.PathLike | None = None,
     ab_split: str = "50/50",
     ab_arms: tuple[str, str] = ("A", "B"),
@@ -100,6 +101,8 @@ def create_app(
     ``policy``: the exploration policy of every answer (:class:`PolicyConfig` or its fields; greedy by
     default), which a request may override. ``log_dir``: where impressions and feedback are logged
     (off when unset; see :mod:`shopformer.serve.serving_logs`); a clean shutdown writes every row.
+    ``log_writer``: ``thread`` writes the log files in this process, ``process`` in a child process
+    (the console script's default: the files' work then takes nothing from the requests' thread).
     ``ab_bundle``: a second bundle served beside the first as an A/B test, each visitor (user id, else
     session id) always on the same arm (:mod:`shopformer.serve.traffic_split`), ``ab_split`` of traffic
     each (e.g. ``"50/50"``); the arm is in every answer and impression row. Reload replaces arm A.
@@ -117,7 +120,7 @@ def create_app(
         from shopformer.serve import propensity_kernel  # numba: imported only where softmax serves
 
         propensity_kernel.warm_up()  # compiled (or loaded from numba's cache) before any request waits
-    logs = ServingLogs(log_dir, flush_interval=log_flush_interval) if log_dir else None
+    logs = ServingLogs(log_dir, flush_interval=log_flush_interval, writer=log_writer) if log_dir else None
     challenger, split = None, None
     if ab_bundle is not None:
         split = TrafficSplit.of(ab_arms, ab_split)

@@ -3,7 +3,8 @@
     shopformer-serve bundle=PATH|runs:/..|models:/.. [host=127.0.0.1] [port=8000] [threads=1]
         [workers=1] [batching=loop|thread|off] [max_batch=64] [max_wait_ms=2.0]
         [max_body_bytes=8388608] [policy=greedy|epsilon_greedy|softmax|thompson] [epsilon=0.1]
-        [temperature=1.0] [top_n=20] [log_dir=DIR] [log_flush_s=1.0] [ab.bundle=PATH] [ab.split=50/50]
+        [temperature=1.0] [top_n=20] [log_dir=DIR] [log_flush_s=1.0] [log_writer=process|thread]
+        [ab.bundle=PATH] [ab.split=50/50]
     shopformer-recommend bundle=... input=sessions.parquet output=recs.parquet [k=10] [batch_size=256]
         [filters='{"in_stock": true}'] (business rules as in the HTTP body, a JSON object; see serve/rules.py)
     shopformer-recommend task=journey bundle=... input=sessions.parquet output=journey_scores.parquet
@@ -40,6 +41,7 @@ from shopformer.serve.limits import MAX_BODY_BYTES
 from shopformer.serve.micro_batching import MAX_WAIT_MS, SETTINGS
 from shopformer.serve.policies import PolicyConfig
 from shopformer.serve.recommender import Recommender
+from shopformer.serve.serving_logs import WRITERS
 from shopformer.serve.traffic_split import parse_split
 
 USAGE_ERROR = USAGE_EXIT_CODE
@@ -63,6 +65,7 @@ SERVE_ARGS = {
     "top_n": (int, 20),  # candidates an exploring policy draws from
     "log_dir": (str, ""),  # impressions and feedback logs (off when empty; see serve/serving_logs.py)
     "log_flush_s": (float, 1.0),
+    "log_writer": (str, "process"),  # the logs' files are written by a child process, or a thread
     "ab.bundle": (str, ""),  # a second bundle served beside the first as an A/B test (arm B)
     "ab.split": (str, "50/50"),  # traffic shares of arms A/B, by a stable hash of the user / session id
 }
@@ -142,6 +145,7 @@ def app_from_env():
         policy=policy_config(args),
         log_dir=args.get("log_dir") or None,
         log_flush_interval=args.get("log_flush_s", 1.0),
+        log_writer=args.get("log_writer", "process"),
         ab_bundle=args.get("ab.bundle") or None,
         ab_split=args.get("ab.split", "50/50"),
     )
@@ -183,6 +187,8 @@ def _serve(args: dict[str, Any]) -> None:
         parse_split(args["ab.split"], 2)
     if args["log_flush_s"] <= 0:
         raise UsageError(f"log_flush_s must be positive, got {args['log_flush_s']}")
+    if args["log_writer"] not in WRITERS:
+        raise UsageError(f"log_writer must be one of {', '.join(WRITERS)}, got {args['log_writer']!r}")
     os.environ[SERVE_ENV] = json.dumps(args)
     app = app_from_env()  # loads and verifies the bundle once here, so errors surface before serving
     rec = app.state.slot.current

@@ -1,10 +1,11 @@
 """The service's two logs: every answer (impressions) and every user event on it (feedback).
 
 ``log_dir/impressions`` and ``log_dir/feedback`` hold Parquet segments written off the request path
-(:class:`~shopformer.serve.event_log.EventLog`). The service keeps the ids of recent requests with
-the items they showed, so feedback for an unknown request or an item it did not show is counted (and
-still logged: a late click after a restart is real). Thompson sampling's counts are read back from
-the logs at start and kept up to date from then on.
+(:class:`~shopformer.serve.event_log.EventLog`, by a thread; or, with ``writer="process"``, the
+service's default, by a child process: :mod:`shopformer.serve.log_process`). The service keeps the
+ids of recent requests with the items they showed, so feedback for an unknown request or an item it
+did not show is counted (and still logged: a late click after a restart is real). Thompson sampling's
+counts are read back from the logs at start and kept up to date from then on.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shopformer.errors import DataError
+from shopformer.errors import ConfigError, DataError
 from shopformer.serve.bandit_counts import BanditCounts
 from shopformer.serve.event_log import EventLog, read_log
 from shopformer.serve.exploration import Ask, Shown
+from shopformer.serve.log_process import ProcessEventLog
 from shopformer.serve.log_schemas import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, feedback_row, impression_row
 
 log = logging.getLogger("shopformer.serve")
 RECENT_REQUESTS = 200_000  # request ids remembered for matching feedback
+WRITERS = ("thread", "process")  # where the logs' files are written (see serve/log_process.py)
 
 
 class ServingLogs:
@@ -37,17 +40,21 @@ class ServingLogs:
         flush_interval: float = 1.0,
         rotate_bytes: int = 64 << 20,
         rotate_seconds: float = 3600.0,
+        writer: str = "thread",
     ) -> None:
+        if writer not in WRITERS:
+            raise ConfigError(f"log writer: {writer!r} is not one of {', '.join(WRITERS)}")
         self.directory = Path(directory)
         options = {
             "flush_interval": flush_interval,
             "rotate_bytes": rotate_bytes,
             "rotate_seconds": rotate_seconds,
         }
-        self.impressions = EventLog(
+        log_class = ProcessEventLog if writer == "process" else EventLog
+        self.impressions = log_class(
             self.directory / "impressions", IMPRESSION_SCHEMA, kind="impressions", **options
         )
-        self.feedback = EventLog(self.directory / "feedback", FEEDBACK_SCHEMA, kind="feedback", **options)
+        self.feedback = log_class(self.directory / "feedback", FEEDBACK_SCHEMA, kind="feedback", **options)
         self.counts = BanditCounts()
         self.counts.add_logs(*self._previous())
         # tuples of strings, not sets: untracked by the cyclic GC after its first pass (see item_ids)
