@@ -131,6 +131,7 @@ def test_the_balancer_picks_the_fewest_open_connections_then_round_robin():
         (["max_wait_ms=-1"], "max_wait_ms must be between 0 and 1000, got -1.0"),
         (["max_wait_ms=nan"], "max_wait_ms must be between 0 and 1000"),
         (["max_wait_ms=soon"], "max_wait_ms='soon': expected a number"),
+        (["log_writer=disk"], "log_writer must be one of thread, process, got 'disk'"),
     ],
 )
 def test_bad_serve_options_are_one_line_errors(capsys, options, message):
