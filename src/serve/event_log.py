@@ -35,7 +35,92 @@ log = logging.getLogger("shopformer.serve")
 KIND = re.compile(r"^[a-z0-9_]+$")  # no "-" or ".": file names split on them
 
 
-class EventLog:
+class QueuedLog:
+    """The request side of a serving log: :meth:`append` queues a row (no IO, no lock, never blocks or
+    raises) and a daemon thread hands the queue to the subclass's :meth:`_tick` every
+    ``flush_interval`` seconds; :meth:`flush` does it now, in the caller's thread."""
+
+    def _init_queue(self, schema: pa.Schema, kind: str, flush_interval: float, max_pending: int) -> None:
+        self.schema, self.kind = schema, kind
+        self._names = tuple(schema.names)
+        self.flush_interval, self.max_pending = flush_interval, max_pending
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._io = threading.Lock()  # the thread, flush() and close() take turns
+        self._refused = 0  # rows append() turned away (closed, or over max_pending)
+        self._refusing = threading.Lock()  # taken only on that (abnormal) path
+        self._closed = False
+        self._stop = threading.Event()
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"shopformer-log-{self.kind}", daemon=True)
+        self._thread.start()
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Queue one row for the writer; never blocks, never raises, never touches the disk."""
+        if self._closed or self._queue.qsize() >= self.max_pending:
+            self._refuse()
+            return
+        # Queued as a tuple in schema order: with atomic values and tuples inside, it leaves the cyclic
+        # GC at its first pass, so a second of waiting rows never burdens the older generations.
+        try:
+            self._queue.put(tuple(row[name] for name in self._names))
+        except (KeyError, TypeError):  # does not fit: the writer drops it and counts it
+            self._queue.put(row)
+
+    def flush(self) -> None:
+        """Write every queued row now, in the caller's thread."""
+        with self._io:
+            self._tick()
+
+    def __enter__(self) -> QueuedLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _stop_thread(self) -> bool:
+        """Refuse new rows and stop the thread; False when the log was closed already."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        return True
+
+    def _refuse(self) -> None:
+        with self._refusing:
+            self._refused += 1
+            first = self._refused == 1
+        if first:
+            why = "closed" if self._closed else f"{self.max_pending:,} rows are waiting for the disk"
+            log.error("%s: rows are dropped (the log is %s); see stats()['dropped']", self.kind, why)
+
+    def _drain(self, limit: int | None = None) -> list[Any]:
+        rows: list[Any] = []
+        try:
+            while limit is None or len(rows) < limit:
+                rows.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return rows
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                with self._io:
+                    self._tick()
+            except Exception:  # a bug: say so, keep the thread (and the log) alive
+                log.exception("%s: the log writer failed; it retries in %g s", self.kind, self.flush_interval)
+
+    def _tick(self, final: bool = False) -> None:
+        raise NotImplementedError
+
+
+class EventLog(QueuedLog):
     """An append-only log of row dicts of one ``kind`` in ``directory`` (see the module docstring)."""
 
     def __init__(
@@ -57,51 +142,21 @@ class EventLog:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"log directory {self.directory}: {one_line(exc)}") from None
-        self.schema, self.kind = schema, kind
-        self._names = tuple(schema.names)
-        self.flush_interval = flush_interval
+        self._init_queue(schema, kind, flush_interval, max_pending)
         self.rotate_bytes, self.rotate_seconds = rotate_bytes, rotate_seconds
-        self.max_pending, self.max_batch_rows = max_pending, max_batch_rows
+        self.max_batch_rows = max_batch_rows
         self.recovered: list[Recovery] = recover(self.directory, kind, flush_interval)
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self._io = threading.Lock()  # the writer thread, flush() and close() take turns
-        self._refused = 0  # rows append() turned away (closed, or over max_pending)
-        self._refusing = threading.Lock()  # taken only on that (abnormal) path
         self._journal: Journal | None = None
         self._sealing: list[Journal] = []  # rotated or failed journals not yet in Parquet
         self._seq = 0
         self._counts = dict.fromkeys(("received", "written", "batches", "files", "dropped"), 0)
         self._failing = False
-        self._closed = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"shopformer-log-{kind}", daemon=True)
-        self._thread.start()
-
-    def append(self, row: dict[str, Any]) -> None:
-        """Queue one row for the writer thread; never blocks, never raises, never touches the disk."""
-        if self._closed or self._queue.qsize() >= self.max_pending:
-            self._refuse()
-            return
-        # Queued as a tuple in schema order: with atomic values and tuples inside, it leaves the cyclic
-        # GC at its first pass, so a second of waiting rows never burdens the older generations.
-        try:
-            self._queue.put(tuple(row[name] for name in self._names))
-        except (KeyError, TypeError):  # does not fit: the writer drops it and counts it
-            self._queue.put(row)
-
-    def flush(self) -> None:
-        """Write every queued row now (and rotate a due journal), in the caller's thread."""
-        with self._io:
-            self._tick()
+        self._start_thread()
 
     def close(self) -> None:
         """Write everything, convert the open journal to Parquet and stop the thread; idempotent."""
-        if self._closed:
+        if not self._stop_thread():
             return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
         with self._io:
             self._tick(final=True)
             for journal in self._sealing:  # the disk refused: the next start recovers these
@@ -123,28 +178,6 @@ class EventLog:
             "recovered": sum(r.rows for r in self.recovered),
         }
 
-    def __enter__(self) -> EventLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _refuse(self) -> None:
-        with self._refusing:
-            self._refused += 1
-            first = self._refused == 1
-        if first:
-            why = "closed" if self._closed else f"{self.max_pending:,} rows are waiting for the disk"
-            log.error("%s: rows are dropped (the log is %s); see stats()['dropped']", self.kind, why)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            try:
-                with self._io:
-                    self._tick()
-            except Exception:  # a bug: say so, keep the thread (and the log) alive
-                log.exception("%s: the log writer failed; it retries in %g s", self.kind, self.flush_interval)
-
     def _tick(self, final: bool = False) -> None:
         self._rotate()  # an old journal first, so that new rows start a new one
         ok = self._write_queued()
@@ -158,7 +191,7 @@ class EventLog:
     def _write_queued(self) -> bool:
         ok = True
         for _ in range(max(1, -(-self._queue.qsize() // self.max_batch_rows))):
-            rows = self._drain()
+            rows = self._drain(self.max_batch_rows)
             if not rows:
                 break
             self._counts["received"] += len(rows)
@@ -166,15 +199,6 @@ class EventLog:
             if batch.num_rows:
                 ok &= self._write(batch)
         return ok
-
-    def _drain(self) -> list[Any]:
-        rows: list[Any] = []
-        try:
-            while len(rows) < self.max_batch_rows:
-                rows.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return rows
 
     def _batch(self, rows: list[Any]) -> pa.RecordBatch:
         """The rows as one batch; rows that do not fit the schema are dropped (counted and logged)."""

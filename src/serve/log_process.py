@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -34,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 
 from shopformer.errors import ConfigError, one_line
-from shopformer.serve.event_log import EventLog
+from shopformer.serve.event_log import EventLog, QueuedLog
 from shopformer.serve.log_journal import Recovery
 
 log = logging.getLogger("shopformer.serve")
@@ -42,7 +41,7 @@ START_SECONDS = 60.0  # the child imports pyarrow; a busy machine may take a whi
 CLOSE_SECONDS = 120.0  # converting the last journal to Parquet
 
 
-class ProcessEventLog:
+class ProcessEventLog(QueuedLog):
     """An :class:`EventLog` whose writing happens in a child process (see the module docstring)."""
 
     def __init__(
@@ -56,25 +55,19 @@ class ProcessEventLog:
         rotate_seconds: float = 3600.0,
         max_pending: int = 1_000_000,
     ) -> None:
-        self.directory, self.schema, self.kind = Path(directory), schema, kind
-        self.flush_interval, self.max_pending = flush_interval, max_pending
+        self.directory = Path(directory)
+        self._init_queue(schema, kind, flush_interval, max_pending)
         self._options = {
             "flush_interval": flush_interval,
             "rotate_bytes": rotate_bytes,
             "rotate_seconds": rotate_seconds,
         }
-        self._names = tuple(schema.names)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._io = threading.Lock()  # the sender thread, flush() and close() take turns
-        self._received = self._sent = self._refused = 0  # rows
+        self._received = self._sent = 0  # rows taken from the queue, rows the child was given
         self._messages = self._replies = 0  # to and from the child
         self._child_stats: dict[str, int] = {}
         self._fallback: EventLog | None = None
-        self._closed = False
         self._process, self._conn, self.recovered = self._start_child()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"shopformer-log-{kind}", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
     def _start_child(self) -> tuple[subprocess.Popen, Connection, list[Recovery]]:
         ours, theirs = socket.socketpair()
@@ -95,35 +88,12 @@ class ProcessEventLog:
             raise ConfigError(f"{self.kind} log: {payload}")
         return process, conn, payload
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Queue one row; never blocks, never raises, never touches the disk (as EventLog.append)."""
-        if self._closed or self._queue.qsize() >= self.max_pending:
-            self._refused += 1
-            if self._refused == 1:
-                log.error("%s: rows are dropped (the log is closed or full): stats()['dropped']", self.kind)
-            return
-        try:
-            self._queue.put(tuple(row[name] for name in self._names))
-        except (KeyError, TypeError):  # does not fit: the child drops it and counts it
-            self._queue.put(row)
-
-    def flush(self) -> None:
-        """Hand over every queued row and wait until the child has written them."""
-        with self._io:
-            self._hand_over()
-            self._ask("flush")
-
     def close(self) -> None:
         """Write everything, let the child convert its journal to Parquet and exit; idempotent."""
-        if self._closed:
+        if not self._stop_thread():
             return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
         with self._io:
-            self._hand_over()
-            self._ask("close")
+            self._tick(final=True)
             if self._fallback is not None:
                 self._fallback.close()
         self._conn.close()
@@ -135,12 +105,12 @@ class ProcessEventLog:
 
     def stats(self) -> dict[str, int]:
         """Counters as :meth:`EventLog.stats`: the child's, plus what this process still holds."""
-        child = dict.fromkeys(("written", "dropped", "batches", "files"), 0) | self._child_stats
+        child = dict.fromkeys(("appended", "written", "dropped", "batches", "files"), 0) | self._child_stats
         fallback = self._fallback.stats() if self._fallback is not None else {}
-        queued = self._queue.qsize() + max(0, self._sent - child.get("appended", 0))
+        queued = self._queue.qsize()
         return {
-            "appended": self._received + self._queue.qsize(),
-            "queued": queued + fallback.get("queued", 0),
+            "appended": self._received + queued,
+            "queued": queued + max(0, self._sent - child["appended"]) + fallback.get("queued", 0),
             "written": child["written"] + fallback.get("written", 0),
             "dropped": child["dropped"] + fallback.get("dropped", 0) + self._refused,
             "batches": child["batches"] + fallback.get("batches", 0),
@@ -148,50 +118,24 @@ class ProcessEventLog:
             "recovered": sum(r.rows for r in self.recovered),
         }
 
-    def __enter__(self) -> ProcessEventLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            try:
-                with self._io:
-                    self._hand_over()
-            except Exception:  # a bug: say so, keep the thread (and the log) alive
-                log.exception("%s: handing rows to the writer process failed", self.kind)
-
-    def _drain(self) -> list[Any]:
-        rows: list[Any] = []
-        try:
-            while True:
-                rows.append(self._queue.get_nowait())
-        except queue.Empty:
-            return rows
-
-    def _hand_over(self) -> None:
+    def _tick(self, final: bool = False) -> None:
+        """Hand the queued rows to the child (or to the fallback writer); ``flush`` and ``close`` (a
+        ``final`` tick) then wait until the child has written them."""
         rows = self._drain()
         self._received += len(rows)
-        if self._fallback is not None:
+        waiting = threading.current_thread() is not self._thread  # flush() or close()
+        if self._fallback is None and rows and self._message(("rows", rows)):
+            self._sent += len(rows)
+            rows = []
+        if self._fallback is not None:  # the child has gone (maybe just now): write them here
             for row in rows:
                 self._fallback.append(row)
-            return
-        if rows and self._message(("rows", rows)):
-            self._sent += len(rows)
-        elif rows:
-            for row in rows:  # never reached the child: the in-process log writes them
-                self._fallback.append(row)  # type: ignore[union-attr]
-        self._read_replies(block=False)
-
-    def _ask(self, what: str) -> None:
-        """Send ``what`` and wait for every reply up to its own."""
-        if self._fallback is not None:
-            if what == "flush":
+            if waiting:
                 self._fallback.flush()
             return
-        if self._message((what, None)):
-            self._read_replies(block=True)
+        if waiting and not self._message(("close" if final else "flush", None)):
+            return
+        self._read_replies(block=waiting)
 
     def _message(self, message: tuple[str, Any]) -> bool:
         try:
@@ -216,12 +160,11 @@ class ProcessEventLog:
     def _child_died(self, exc: BaseException) -> None:
         if self._fallback is not None:
             return
-        code = self._process.poll()
         log.error(
             "%s: the log writer process has gone (%s; exit code %s); writing in this process from now on",
             self.kind,
             one_line(exc) or type(exc).__name__,
-            code,
+            self._process.poll(),
         )
         self._fallback = EventLog(self.directory, self.schema, kind=self.kind, **self._options)
         self.recovered = self.recovered + self._fallback.recovered

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from shopformer.serve.event_log import read_log
 from shopformer.serve.log_process import ProcessEventLog
-from shopformer.serve.log_schemas import FEEDBACK_SCHEMA, feedback_row
+from shopformer.serve.log_schemas import FEEDBACK_SCHEMA
+from tests.serve.test_event_log import request_ids, rows
 
 PARENT_CRASH = """
 import os, signal, sys
@@ -28,16 +28,6 @@ for i in range(30):  # queued in the server, never handed over: the crash loses 
     log.append(feedback_row(request_id=f"lost{i}", item_id=i, event="click"))
 os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-def rows(n: int, prefix: str = "r") -> list[dict]:
-    return [
-        feedback_row(request_id=f"{prefix}{i}", item_id=i, event="click", time=1.8e9 + i) for i in range(n)
-    ]
-
-
-def request_ids(directory: Path) -> list[str]:
-    return sorted(read_log(directory, "feedback").column("request_id").to_pylist())
 
 
 def open_log(directory: Path, **options) -> ProcessEventLog:
