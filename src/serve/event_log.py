@@ -67,6 +67,13 @@ class QueuedLog:
         except (KeyError, TypeError):  # does not fit: the writer drops it and counts it
             self._queue.put(row)
 
+    def append_values(self, values: tuple) -> None:
+        """Queue one row given as a tuple in the schema's order (the hot path: no dict to reorder)."""
+        if self._closed or self._queue.qsize() >= self.max_pending:
+            self._refuse()
+            return
+        self._queue.put(values)
+
     def flush(self) -> None:
         """Write every queued row now, in the caller's thread."""
         with self._io:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,10 @@ import pytest
 
 from shopformer.serve.app import create_app
 from shopformer.serve.event_log import read_log
+from shopformer.serve.exploration import answer_asks, make_ask
+from shopformer.serve.log_schemas import IMPRESSION_SCHEMA, impression_row, record_batch
 from shopformer.serve.policies import POLICY_VERSION, PolicyConfig
+from shopformer.serve.serving_logs import ServingLogs
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -124,6 +128,37 @@ def test_every_answer_and_feedback_is_logged_and_unknown_requests_are_counted(re
     assert list(row["shown"]) == [str(i) for i in dict(ids)["q5"]] and len(row["propensities"]) == 3
     assert list(row["session_items"]) == [str(i) for i in history] and len(row["candidates"]) == 20
     assert len(feedback) == 4 and feedback["revenue"].sum() == pytest.approx(19.5)
+
+
+@pytest.mark.parametrize("policy", ["greedy", "softmax"])
+def test_the_servers_fast_row_is_impression_row_of_the_same_answer(recommender, history, tmp_path, policy):
+    logs = ServingLogs(tmp_path, flush_interval=3600)
+    ask = make_ask({"items": history, "k": 3}, PolicyConfig(name=policy).build(), "q1", unit="visitor-7")
+    [shown] = answer_asks(recommender, [ask])
+    filters = {"in_stock": True, "exclude": [history[0]]}
+    logs.record(ask, shown, ("handmade", "3"), filters, "B")
+    logs.close()
+    [logged] = read_log(tmp_path / "impressions", "impressions").to_pylist()
+    expected = impression_row(
+        request_id="q1",
+        model_name="handmade",
+        model_version="3",
+        policy=policy,
+        policy_version=POLICY_VERSION,
+        session_items=history,
+        candidates=shown.candidates,
+        candidate_scores=shown.candidate_scores,
+        shown=[item for item, _, _ in shown.items],
+        propensities=[p for _, _, p in shown.items],
+        slate_propensity=shown.slate_propensity,
+        arm="B",
+        unit="visitor-7",
+        filters=filters,
+        k=3,
+        time=logged["time"],
+    )
+    assert logged == record_batch([expected], IMPRESSION_SCHEMA).to_pylist()[0]
+    assert len(logged["shown"]) == 3 and json.loads(logged["filters"]) == filters
 
 
 def test_no_logged_row_is_lost_when_the_server_is_stopped_under_load(bundle, history, tmp_path):
