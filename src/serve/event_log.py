@@ -57,17 +57,15 @@ class QueuedLog:
 
     def append(self, row: dict[str, Any]) -> None:
         """Queue one row for the writer; never blocks, never raises, never touches the disk."""
-        if self._closed or self._queue.qsize() >= self.max_pending:
-            self._refuse()
-            return
         # Queued as a tuple in schema order: with atomic values and tuples inside, it leaves the cyclic
         # GC at its first pass, so a second of waiting rows never burdens the older generations.
         try:
-            self._queue.put(tuple(row[name] for name in self._names))
+            values: tuple | dict[str, Any] = tuple(row[name] for name in self._names)
         except (KeyError, TypeError):  # does not fit: the writer drops it and counts it
-            self._queue.put(row)
+            values = row
+        self.append_values(values)
 
-    def append_values(self, values: tuple) -> None:
+    def append_values(self, values: tuple | dict[str, Any]) -> None:
         """Queue one row given as a tuple in the schema's order (the hot path: no dict to reorder)."""
         if self._closed or self._queue.qsize() >= self.max_pending:
             self._refuse()

@@ -186,8 +186,8 @@ def serve(conn: Connection) -> None:
             except EOFError:  # the server died: write what came
                 break
             if what == "rows":
-                for row in rows:
-                    event_log.append(row)
+                for row in rows:  # tuples in schema order, as the parent's queue held them
+                    event_log.append_values(row)
             if what == "close":
                 break
             event_log.flush()  # each batch at once: a crash loses at most the parent's last interval
