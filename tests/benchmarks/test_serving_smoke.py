@@ -123,3 +123,34 @@ def test_rounds_rotate_the_server_order(monkeypatch):
         *["greedy_logged", "cli", "softmax_logged"],
         *["cli", "softmax_logged", "greedy_logged"],
     ]
+
+
+def test_time_slice_sets_this_threads_slice_and_restores_it():
+    import ctypes
+    import os
+    import struct
+    import sys
+
+    import pytest
+
+    bench = load_benchmark("serving")
+    if sys.platform != "linux" or os.uname().machine not in ("x86_64", "aarch64"):
+        pytest.skip("sched_getattr numbers are known for Linux x86_64 / aarch64 only")
+    libc = ctypes.CDLL(None, use_errno=True)
+    getattr_nr = 315 if os.uname().machine == "x86_64" else 275
+
+    def runtime_ns() -> int:
+        buf = ctypes.create_string_buffer(struct.calcsize(bench.SCHED_ATTR) + 8)
+        if libc.syscall(getattr_nr, 0, buf, len(buf), 0) != 0:
+            pytest.skip("sched_getattr refused here")
+        return struct.unpack_from(bench.SCHED_ATTR, buf)[5]
+
+    before = runtime_ns()
+    with bench.time_slice(0.25):
+        inside = runtime_ns()
+    if inside == before:
+        pytest.skip("this kernel has no custom slices for normal tasks (Linux < 6.12)")
+    assert inside == 250_000
+    assert runtime_ns() == before
+    with bench.time_slice(None):
+        assert runtime_ns() == before
