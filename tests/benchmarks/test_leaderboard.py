@@ -78,3 +78,48 @@ def _sections(text: str) -> dict[str, list[str]]:
         elif current and line.startswith("| ") and not line.startswith("| model"):
             sections[current].append(line)
     return sections
+
+
+@pytest.fixture
+def queue(tmp_path, monkeypatch, table):
+    """results.json and the logs in ``tmp_path``; run_cell records which cells it trained."""
+    import argparse
+
+    monkeypatch.setattr(lb, "RESULTS", tmp_path / "results.json")
+    trained: list[tuple[str, str, int]] = []
+
+    def fake_run_cell(model, dataset, log_dir, threads=2):
+        trained.append((model, dataset, threads))
+        return cell(model, dataset, 0.1)
+
+    monkeypatch.setattr(lb, "run_cell", fake_run_cell)
+    args = argparse.Namespace(logs=str(tmp_path / "logs"), force=False, threads=1)
+    return args, trained
+
+
+def test_a_second_copy_merges_its_cells_into_results_on_disk(queue):
+    args, trained = queue
+    lb.save_results({"popularity:ml1m": cell("popularity", "ml1m", 0.02)})  # another copy's cell
+    lb.run_queued("sasrec", "ml1m", args)
+    assert trained == [("sasrec", "ml1m", 1)]
+    assert set(lb.load_results()) == {"popularity:ml1m", "sasrec:ml1m"}
+
+
+def test_a_cell_held_or_finished_by_another_copy_is_not_trained(queue, tmp_path, capsys):
+    from pathlib import Path
+
+    args, trained = queue
+    with lb.locked(Path(args.logs) / "sasrec_ml1m.lock") as held:
+        assert held
+        lb.run_queued("sasrec", "ml1m", args)
+    assert trained == [] and "being trained by another copy" in capsys.readouterr().out
+    lb.save_results({"sasrec:ml1m": cell("sasrec", "ml1m", 0.18)})  # the other copy finished it
+    lb.run_queued("sasrec", "ml1m", args)
+    assert trained == [] and lb.load_results()["sasrec:ml1m"]["protocols"]["exclude_seen"]["ndcg@10"] == 0.18
+    lb.run_queued("gru4rec", "ml1m", args)  # the lock went with its holder
+    assert trained == [("gru4rec", "ml1m", 1)]
+
+
+def test_the_threads_option_reaches_the_command():
+    assert "threads=1" in lb.train_command("sasrec", "ml1m", threads=1)
+    assert "threads=2" in lb.train_command("popularity", "ml1m")
