@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -94,19 +95,44 @@ def last_json_line(text: str) -> dict[str, Any]:
     raise RuntimeError("no JSON line in the output:\n" + text[-2000:])
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the run ends at its next batch), SIGKILL after a minute."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+STOPPED_CODES = (128 + 2, 128 + 9, 128 + 15)  # SIGINT, SIGKILL, SIGTERM as a shell reports them
+
+
+class Interrupted(RuntimeError):
+    """A run stopped from outside (a signal): not a result; the next sitting resumes it."""
+
+
 def run_logged(argv: list[str], log_path: Path) -> str:
     """Run ``argv`` with its output teed to ``log_path``; its stdout; RuntimeError when it fails."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         out = []
-        for line in proc.stdout:  # type: ignore[union-attr]
-            out.append(line)
-            log.write(line)
-            log.flush()
-        if proc.wait() != 0:
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                out.append(line)
+                log.write(line)
+                log.flush()
+            code = proc.wait()
+        except BaseException:  # this script was stopped (SIGTERM, Ctrl-C): so is its run, not orphaned
+            stop(proc)
+            raise
+        if code < 0 or code in STOPPED_CODES:
+            name = Path(argv[0]).name
+            raise Interrupted(f"{name} was stopped by a signal (exit {code}; log: {log_path.name})")
+        if code != 0:
             last = out[-1].strip() if out else ""
-            raise RuntimeError(f"exited {proc.returncode}: {last[:300]} (log: {log_path.name})")
+            raise RuntimeError(f"exited {code}: {last[:300]} (log: {log_path.name})")
     return "".join(out)
 
 
@@ -367,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=2, help="torch threads of each run (1 when two copies share 2 cores)"
     )
     args = parser.parse_args(argv)
+    # SIGTERM as an exception, so that the running cell's process is stopped with this one.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     results = load_results()
     cells = selected(args.only)
     if args.list or args.write:
@@ -399,6 +427,8 @@ def run_queued(model: str, dataset: str, args: argparse.Namespace) -> None:
         print(f"{key}: training", flush=True)
         try:
             record = run_cell(model, dataset, logs, args.threads)
+        except Interrupted as exc:
+            raise SystemExit(f"{key}: {exc}; not recorded: run the command again to resume it") from None
         except RuntimeError as exc:  # the table says why (a failed cell is retried only with --force)
             print(f"{key}: FAILED: {exc}", flush=True)
             record_result(key, failure(model, dataset, str(exc), args.threads))

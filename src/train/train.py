@@ -8,6 +8,8 @@ object of ``cfg.task`` (:class:`shopformer.train.task.Task`). The run ends by pr
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from shopformer.errors import ConfigError, exit_on_user_error
@@ -74,7 +77,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     if logger:
         logger.log_hyperparams({**flat(module.shopformer_config), "precision_chosen": precision.chosen})
     if trainable:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume.path if resume else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume.path if resume else None, weights_only=True)
+        except SIGTERMException:  # Lightning's is a SystemExit with status 0: a scheduler would see success
+            raise SystemExit(_stopped_by_sigterm(trainer)) from None
         detach_weight_averaging(trainer)
     ckpt = best_checkpoint(trainer) if trainable else None
     test = task.evaluate(trainer, module, dm, ckpt) if cfg.get("test_after_fit", True) else {}
@@ -193,6 +199,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return build_task(cfg).sweep_value(summary)  # the objective of hparams_search sweeps
+
+
+def _stopped_by_sigterm(trainer: L.Trainer) -> int:
+    """Say that a SIGTERM stopped the run and how it resumes; the exit status a shell gives SIGTERM."""
+    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    resumes = f"from {last}" if last.is_file() else "from the start (no checkpoint was written yet)"
+    print(
+        f"training stopped by SIGTERM in epoch {trainer.current_epoch}: no test, no JSON line; "
+        f"the same command resumes it {resumes}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 128 + signal.SIGTERM
 
 
 def main() -> None:

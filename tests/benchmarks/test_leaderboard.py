@@ -123,3 +123,60 @@ def test_a_cell_held_or_finished_by_another_copy_is_not_trained(queue, tmp_path,
 def test_the_threads_option_reaches_the_command():
     assert "threads=1" in lb.train_command("sasrec", "ml1m", threads=1)
     assert "threads=2" in lb.train_command("popularity", "ml1m")
+
+
+@pytest.mark.parametrize("code", ["os.kill(os.getpid(), signal.SIGTERM)", "sys.exit(143)"])
+def test_a_run_stopped_by_a_signal_is_not_a_result(tmp_path, code):
+    import sys
+
+    argv = [sys.executable, "-c", f"import os, signal, sys; print('epoch 1'); {code}"]
+    with pytest.raises(lb.Interrupted, match="stopped by a signal"):
+        lb.run_logged(argv, tmp_path / "cell.log")
+    with pytest.raises(RuntimeError, match="exited 1") as failed:
+        lb.run_logged([sys.executable, "-c", "raise SystemExit(1)"], tmp_path / "cell.log")
+    assert not isinstance(failed.value, lb.Interrupted)
+
+
+def test_an_interrupted_cell_stops_the_queue_without_a_record(queue, monkeypatch):
+    args, _ = queue
+
+    def interrupted(model, dataset, log_dir, threads=2):
+        raise lb.Interrupted("shopformer-train was stopped by a signal (exit 143; log: x.log)")
+
+    monkeypatch.setattr(lb, "run_cell", interrupted)
+    with pytest.raises(SystemExit, match="not recorded: run the command again to resume it"):
+        lb.run_queued("sasrec", "ml1m", args)
+    assert "sasrec:ml1m" not in lb.load_results()
+
+
+def test_stopping_the_script_stops_the_cell_it_runs(tmp_path):
+    """SIGTERM to the leaderboard ends its training run too (no orphan left to compete with a restart)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    child_pid = tmp_path / "child.pid"
+    script = f"""
+import signal, sys
+from tests.benchmarks.scripts import load_benchmark
+lb = load_benchmark("leaderboard")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # as main() does
+child = "import os, time; open({str(child_pid)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+lb.run_logged([sys.executable, "-c", child], __import__("pathlib").Path({str(tmp_path / "cell.log")!r}))
+"""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=repo, env=env)
+    deadline = time.monotonic() + 30
+    while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(child_pid.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(30) == 143
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # reaped by its parent before that exited; gone within moments
+            os.kill(pid, 0)
+            time.sleep(0.1)

@@ -145,3 +145,27 @@ def test_an_epoch_end_checkpoint_continues_with_the_next_epoch_in_step_sized_run
     }
     mark_finished_epoch_completed(checkpoint)
     assert checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"] == mid
+
+
+def test_sigterm_mid_epoch_exits_143_and_says_how_to_resume(tmp_path):
+    """Lightning ends a SIGTERMed fit with a SystemExit of status 0; ours is 143, with one line."""
+    task = "sigterm_test"
+    command = [
+        *SMALL,
+        "trainer.max_epochs=3",
+        "logger=none",
+        "threads=1",
+        f"task_name={task}",
+        "+callbacks.killer._target_=tests.train.killer.KillOnce",
+        "+callbacks.killer.epoch=1",
+        "+callbacks.killer.batch=2",
+        f"+callbacks.killer.marker={tmp_path / 'killed'}",
+        "+callbacks.killer.signal=SIGTERM",
+    ]
+    stopped = _train(tmp_path, *command)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "training stopped by SIGTERM in epoch 1" in stopped.stderr
+    assert "the same command resumes it from" in stopped.stderr and "last.ckpt" in stopped.stderr
+    assert not stopped.stdout.strip().splitlines()[-1].startswith("{")  # no JSON line: not a result
+    interrupted = newest_interrupted(tmp_path / "outputs" / task, None)
+    assert interrupted is not None and not (interrupted / FINISHED).exists()
