@@ -63,8 +63,12 @@ ANCHORS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("bert4rec", "ml1m"): (0.1537, 0.2843, "BERT4Rec, Klenitskiy & Vasilev, RecSys 2023"),
     ("sasrec", "beauty"): (0.0531, 0.0921, "SASRec sampled softmax, re-scored by the eSASRec study"),
 }
-# GRU4Rec on ML-1M is in the same study's table, but its figure could not be checked from here (no
-# download of the paper at run time): it is left out rather than quoted from memory.
+# GRU4Rec on ML-1M is in the same study, but its figure could not be checked from here (no download of
+# the paper at run time; its code repository states none): it is left out rather than quoted from
+# memory, and the row says so.
+UNCHECKED_ANCHORS = {
+    ("gru4rec", "ml1m"): "the study's GRU4Rec figure could not be checked here; not quoted",
+}
 # resume=auto: a cell interrupted in one sitting (a session that ends, a killed process) continues from
 # its last checkpoint in the next one; its wall time then counts the last sitting only.
 TRAIN_OPTIONS = ["export=false", "registry.register=false", "resume=auto"]
@@ -295,7 +299,7 @@ def verdict(record: dict[str, Any], results: dict[str, Any]) -> str:
 def anchor_text(model: str, dataset: str, record: dict[str, Any] | None) -> str:
     anchor = ANCHORS.get((model, dataset))
     if anchor is None:
-        return ""
+        return UNCHECKED_ANCHORS.get((model, dataset), "")
     ndcg, hr, source = anchor
     text = f"{ndcg:.4f} / {hr:.4f} ({source})"
     if record is not None:
