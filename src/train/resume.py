@@ -26,8 +26,9 @@ FINISHED = "summary.json"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 AUTO, LATEST = "auto", "last"
-# Keys that may differ between an interrupted run and the command that resumes it.
-VOLATILE_KEYS = ("resume",)
+# Keys that may differ between an interrupted run and the command that resumes it: how to resume, and
+# how the machine runs it (CPU threads, log verbosity), not what is trained.
+VOLATILE_KEYS = ("resume", "threads", "verbose")
 
 
 def mode(resume: Any) -> str | None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from shopformer.train.base_module import mark_finished_epoch_completed
-from shopformer.train.resume import FINISHED, newest_interrupted, resume_run_dir
+from shopformer.train.resume import FINISHED, comparable, newest_interrupted, resume_run_dir
 from tests.train.runs import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,6 +107,8 @@ def test_run_dir_choice(tmp_path):
     assert resume_run_dir(new, "null") == new
     assert resume_run_dir(new, "last") == str(other)  # the newest interrupted, whatever its command
     assert newest_interrupted(root, ["model.dim=8", "resume=auto"]) == old  # resume= itself may differ
+    assert newest_interrupted(root, ["model.dim=8", "threads=1", "verbose=true"]) == old  # how it runs too
+    assert comparable({"threads": 2, "verbose": False, "model": {"dim": 8}}) == {"model": {"dim": 8}}
     assert newest_interrupted(root, ["model.dim=32"]) is None
     assert resume_run_dir(new, str(old / "checkpoints" / "last.ckpt")) == str(old)
     assert resume_run_dir(new, str(tmp_path / "elsewhere.ckpt")) == new
