@@ -109,6 +109,12 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def stopped_by_sigterm(*_: Any) -> None:
+    """SIGTERM handler: say so, then exit through ``run_logged``'s clean-up (which stops the cell's run)."""
+    print("stopped by SIGTERM: the running cell is stopped too and not recorded; the same command resumes it")
+    sys.exit(128 + signal.SIGTERM)
+
+
 STOPPED_CODES = (128 + 2, 128 + 9, 128 + 15)  # SIGINT, SIGKILL, SIGTERM as a shell reports them
 
 
@@ -398,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     # SIGTERM as an exception, so that the running cell's process is stopped with this one.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, stopped_by_sigterm)
     results = load_results()
     cells = selected(args.only)
     if args.list or args.write:

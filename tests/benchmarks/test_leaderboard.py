@@ -164,7 +164,7 @@ def test_stopping_the_script_stops_the_cell_it_runs(tmp_path):
 import signal, sys
 from tests.benchmarks.scripts import load_benchmark
 lb = load_benchmark("leaderboard")
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # as main() does
+signal.signal(signal.SIGTERM, lb.stopped_by_sigterm)  # as main() does
 child = "import os, time; open({str(child_pid)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
 lb.run_logged([sys.executable, "-c", child], __import__("pathlib").Path({str(tmp_path / "cell.log")!r}))
 """
