@@ -36,6 +36,22 @@ def _run_dir(cwd: Path, task: str, proc: subprocess.CompletedProcess) -> Path:
     return Path(summary["checkpoint"]).parent.parent if summary.get("checkpoint") else cwd / "outputs" / task
 
 
+def _killed_once(task: str, marker: Path, signal: str) -> list[str]:
+    """A small 3-epoch run that gets ``signal`` at batch 2 of epoch 1 unless ``marker`` exists."""
+    return [
+        *SMALL,
+        "trainer.max_epochs=3",
+        "logger=none",
+        "threads=1",
+        f"task_name={task}",
+        "+callbacks.killer._target_=tests.train.killer.KillOnce",
+        "+callbacks.killer.epoch=1",
+        "+callbacks.killer.batch=2",
+        f"+callbacks.killer.marker={marker}",
+        f"+callbacks.killer.signal={signal}",
+    ]
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -47,18 +63,7 @@ def _run_dir(cwd: Path, task: str, proc: subprocess.CompletedProcess) -> Path:
 def test_sigkill_mid_epoch_then_same_command_resumes_with_identical_metrics(tmp_path, extra):
     marker = tmp_path / "killed"
     task = "resume_test"
-    command = [
-        *extra,
-        *SMALL,
-        "trainer.max_epochs=3",
-        "logger=none",
-        "threads=1",
-        f"task_name={task}",
-        "+callbacks.killer._target_=tests.train.killer.KillOnce",
-        "+callbacks.killer.epoch=1",
-        "+callbacks.killer.batch=2",
-        f"+callbacks.killer.marker={marker}",
-    ]
+    command = [*extra, *_killed_once(task, marker, "SIGKILL")]
     if extra:  # the journey recipe on the small synthetic shop
         command = [c for c in command if not c.startswith(("datamodule.max_len", "data.source.n_items"))]
     marker.touch()  # the reference run: never killed
@@ -152,19 +157,7 @@ def test_an_epoch_end_checkpoint_continues_with_the_next_epoch_in_step_sized_run
 def test_sigterm_mid_epoch_exits_143_and_says_how_to_resume(tmp_path):
     """Lightning ends a SIGTERMed fit with a SystemExit of status 0; ours is 143, with one line."""
     task = "sigterm_test"
-    command = [
-        *SMALL,
-        "trainer.max_epochs=3",
-        "logger=none",
-        "threads=1",
-        f"task_name={task}",
-        "+callbacks.killer._target_=tests.train.killer.KillOnce",
-        "+callbacks.killer.epoch=1",
-        "+callbacks.killer.batch=2",
-        f"+callbacks.killer.marker={tmp_path / 'killed'}",
-        "+callbacks.killer.signal=SIGTERM",
-    ]
-    stopped = _train(tmp_path, *command)
+    stopped = _train(tmp_path, *_killed_once(task, tmp_path / "killed", "SIGTERM"))
     assert stopped.returncode == 143, stopped.stderr[-2000:]
     assert "training stopped by SIGTERM in epoch 1" in stopped.stderr
     assert "the same command resumes it from" in stopped.stderr and "last.ckpt" in stopped.stderr
