@@ -5,6 +5,12 @@ validations) converged. A run that ran out of steps or epochs converged only if 
 levelled off: the last ``tail`` of the validations brought at most ``max_tail_gain`` of the total
 gain since the first validation. A metric still falling steeply when the budget ran out means the
 recipe under-trained on this dataset, and the run says so instead of reporting as if converged.
+
+Early stopping can also end a run on noise: on a sparse dataset validation is a handful of hits until
+the model has learnt something, so it may never rise before patience runs out while the training loss
+is still falling fast. A run that early stopping ended with its best validation among the first
+``early_share`` of them, and the training loss ``min_loss_drop`` (relative) lower at the end than at
+that best validation, did not converge either, and the run says to raise ``trainer.min_steps``.
 """
 
 from __future__ import annotations
@@ -117,6 +123,39 @@ def early_stopping_verdict(stopper: EarlyStopping | None) -> Verdict | None:
     return None
 
 
+def stopped_on_noise(
+    verdict: Verdict,
+    history: list[Validation],
+    losses: list[tuple[int, float]],
+    mode: str,
+    early_share: float = 0.25,
+    min_loss_drop: float = 0.1,
+) -> Verdict:
+    """``verdict`` (early stopping's), or a not-converged one when early stopping ended the run on a
+    validation curve that never rose past its first ``early_share`` while the training loss (epoch,
+    value) fell by ``min_loss_drop`` or more since the best validation."""
+    if not verdict.converged or len(history) < 4 or not losses:
+        return verdict
+    sign = 1.0 if mode == "max" else -1.0
+    scores = [sign * v.value if math.isfinite(v.value) else -math.inf for v in history]
+    best_index = scores.index(max(scores))
+    if best_index >= early_share * len(history):
+        return verdict
+    best = history[best_index]
+    at_best = [loss for epoch, loss in losses if epoch <= best.epoch]
+    start, end = (at_best[-1] if at_best else losses[0][1]), losses[-1][1]
+    drop = (start - end) / abs(start) if start else 0.0
+    if drop < min_loss_drop:
+        return verdict
+    return Verdict(
+        False,
+        f"early stopping ended training at epoch {history[-1].epoch}, but the best validation came at epoch "
+        f"{best.epoch} ({best.value:.4f}, validation {best_index + 1} of {len(history)}) while the training "
+        f"loss fell {drop:.0%} since ({start:.4f} -> {end:.4f}): validation may still be noise at this "
+        "stage — raise trainer.min_steps",
+    )
+
+
 def ended_by(trainer: L.Trainer) -> str:
     """Which limit ended fitting (the setting to raise when the run did not converge)."""
     if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
@@ -144,6 +183,7 @@ class ConvergenceCheck(L.Callback):
             )
         self.monitor, self.mode, self.tail, self.max_tail_gain = monitor, mode, tail, max_tail_gain
         self.history: list[Validation] = []
+        self.losses: list[tuple[int, float]] = []  # (epoch, training loss of that epoch)
         self.verdict: Verdict | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -154,8 +194,16 @@ class ConvergenceCheck(L.Callback):
             value = float(trainer.callback_metrics[self.monitor])
             self.history.append(Validation(trainer.current_epoch, trainer.global_step, value))
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None and math.isfinite(float(loss)):
+            self.losses.append((trainer.current_epoch, float(loss)))
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.verdict = early_stopping_verdict(trainer.early_stopping_callback) or curve_verdict(
+        stopped = early_stopping_verdict(trainer.early_stopping_callback)
+        if stopped is not None:
+            stopped = stopped_on_noise(stopped, self.history, self.losses, self.mode)
+        self.verdict = stopped or curve_verdict(
             self.history,
             self.monitor,
             self.mode,
@@ -170,10 +218,14 @@ class ConvergenceCheck(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # Plain lists: a resumed run's checkpoint loads with torch.load(weights_only=True).
-        return {"history": [[v.epoch, v.step, v.value] for v in self.history]}
+        return {
+            "history": [[v.epoch, v.step, v.value] for v in self.history],
+            "losses": [[e, x] for e, x in self.losses],
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [Validation(int(e), int(s), float(x)) for e, s, x in state_dict.get("history", [])]
+        self.losses = [(int(e), float(x)) for e, x in state_dict.get("losses", [])]
 
 
 def tag_run(logger: Any, verdict: Verdict) -> None:

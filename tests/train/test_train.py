@@ -152,3 +152,13 @@ def test_ema_weights_are_what_is_tested_and_saved(tmp_path):
     result = evaluate(summary["checkpoint"], "test", ["all_items"], "cpu")
     for metric in ("ndcg@10", "hr@10", "hr@100"):
         assert result["all_items"][metric] == pytest.approx(summary["test"][metric], abs=1e-6)
+
+
+def test_the_convergence_check_keeps_each_epochs_training_loss(sasrec_run):
+    """What tells early stopping on noise apart from convergence: the loss curve, in the checkpoint."""
+    summary, tmp_path = sasrec_run
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    (convergence,) = [v for k, v in state.items() if k.startswith("ConvergenceCheck")]
+    assert [epoch for epoch, _ in convergence["losses"]] == [0, 1]  # SMALL: 2 epochs
+    assert all(0.0 < loss < 20.0 for _, loss in convergence["losses"])
+    assert len(convergence["history"]) == 2 and summary["convergence"]

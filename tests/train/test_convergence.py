@@ -1,0 +1,77 @@
+"""The convergence verdict: a budget that ran out on a rising curve, and early stopping on noise."""
+
+from __future__ import annotations
+
+from shopformer.train.convergence import (
+    ConvergenceCheck,
+    Validation,
+    Verdict,
+    curve_verdict,
+    stopped_on_noise,
+)
+
+# GRU4Rec on the Taobao slice with a 540-step floor (2026-12-07): validation NDCG@10 per epoch, a few
+# hits of ~1,200 sessions, and the training loss still falling when early stopping ended the run.
+NOISY = [
+    0.0003,
+    0.0011,
+    0.0020,
+    0.0000,
+    0.0008,
+    0.0008,
+    0.0000,
+    0.0011,
+    0.0011,
+    0.0011,
+    0.0005,
+    0.0019,
+    0.0015,
+]
+LOSSES = [11.34, 11.00, 10.5954, 10.13, 10.00, 9.82, 9.55, 9.52, 9.23, 9.08, 8.96, 8.94, 8.88]
+STOPPED = Verdict(True, "early stopping: val/ndcg_10 best 0.0020, no improvement in the last 10 validations")
+
+
+def history(values: list[float]) -> list[Validation]:
+    return [Validation(epoch, 70 * (epoch + 1), value) for epoch, value in enumerate(values)]
+
+
+def losses(values: list[float]) -> list[tuple[int, float]]:
+    return list(enumerate(values))
+
+
+def test_early_stopping_on_a_curve_that_never_rose_while_the_loss_fell_is_not_convergence():
+    verdict = stopped_on_noise(STOPPED, history(NOISY), losses(LOSSES), "max")
+    assert not verdict.converged
+    assert "best validation came at epoch 2 (0.0020, validation 3 of 13)" in verdict.reason
+    assert "training loss fell 16%" in verdict.reason and "raise trainer.min_steps" in verdict.reason
+
+
+def test_early_stopping_after_a_late_best_or_a_flat_loss_stays_converged():
+    rising = [0.001 * i for i in range(10)] + [0.0089, 0.0088, 0.0087]  # best late: a real peak
+    assert stopped_on_noise(STOPPED, history(rising), losses(LOSSES), "max") == STOPPED
+    flat = [10.0 - 0.01 * i for i in range(13)]  # best early, but the loss has settled (1 % lower)
+    assert stopped_on_noise(STOPPED, history(NOISY), losses(flat), "max") == STOPPED
+    assert stopped_on_noise(STOPPED, history(NOISY), [], "max") == STOPPED  # no loss logged: no claim
+    not_converged = Verdict(False, "diverged")
+    assert stopped_on_noise(not_converged, history(NOISY), losses(LOSSES), "max") == not_converged
+
+
+def test_a_monitored_loss_counts_its_lowest_value_as_best():
+    val_loss = [5.0, 4.0, 4.1, 4.2, 4.3, 4.2, 4.4, 4.5]  # best at validation 2 of 8 (mode min)
+    verdict = stopped_on_noise(STOPPED, history(val_loss), losses(LOSSES[:8]), "min")
+    assert not verdict.converged and "epoch 1 (4.0000, validation 2 of 8)" in verdict.reason
+
+
+def test_a_budget_that_ran_out_on_a_rising_curve_is_not_convergence():
+    still_rising = curve_verdict(history([0.01 * i for i in range(10)]), "val/ndcg_10", "max")
+    assert not still_rising.converged and "still improving" in still_rising.reason
+    levelled = curve_verdict(history([0.1, 0.15, 0.17, 0.18] + [0.18] * 8), "val/ndcg_10", "max")
+    assert levelled.converged and "levelled off" in levelled.reason
+
+
+def test_the_loss_curve_travels_in_the_checkpoint():
+    check = ConvergenceCheck("val/ndcg_10", "max")
+    check.history, check.losses = history(NOISY[:3]), losses(LOSSES[:3])
+    again = ConvergenceCheck("val/ndcg_10", "max")
+    again.load_state_dict(check.state_dict())
+    assert again.history == check.history and again.losses == check.losses
