@@ -362,7 +362,8 @@ def write_table(results: dict[str, Any]) -> None:
         "`SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py` from "
         "`benchmarks/leaderboard/results.json`; each row has its command, date, machine and commit. "
         "Wall times come from a shared 2-core machine: compare them only within one sitting; a cell "
-        "resumed across sittings (its command says `resume=auto`) counts its last sitting only.",
+        "resumed across sittings (its command says `resume=auto`) counts its last sitting only, and a "
+        "cell whose command says `threads=1` was trained beside another one (two copies of the script).",
         "",
         f"{done} of {len(MODELS) * len(DATASETS)} cells done.",
         "",
