@@ -173,15 +173,23 @@ class ConvergenceCheck(L.Callback):
     verdict is printed in one line and, with an MLflow logger, tagged ``converged`` on the run."""
 
     def __init__(
-        self, monitor: str = "val/loss", mode: str = "min", tail: float = 0.2, max_tail_gain: float = 0.1
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        tail: float = 0.2,
+        max_tail_gain: float = 0.1,
+        early_share: float = 0.25,
+        min_loss_drop: float = 0.1,
     ) -> None:
         if mode not in ("min", "max"):
             raise ConfigError(f"callbacks.convergence.mode must be min or max, got {mode!r}")
-        if not 0.0 < tail < 1.0 or not 0.0 < max_tail_gain < 1.0:
-            raise ConfigError(
-                f"callbacks.convergence.tail and max_tail_gain must be in (0, 1), got {tail}, {max_tail_gain}"
-            )
+        shares = {"tail": tail, "max_tail_gain": max_tail_gain, "early_share": early_share}
+        shares["min_loss_drop"] = min_loss_drop
+        outside = {k: v for k, v in shares.items() if not 0.0 < v < 1.0}
+        if outside:
+            raise ConfigError(f"callbacks.convergence: {outside} must be in (0, 1)")
         self.monitor, self.mode, self.tail, self.max_tail_gain = monitor, mode, tail, max_tail_gain
+        self.early_share, self.min_loss_drop = early_share, min_loss_drop
         self.history: list[Validation] = []
         self.losses: list[tuple[int, float]] = []  # (epoch, training loss of that epoch)
         self.verdict: Verdict | None = None
@@ -202,7 +210,9 @@ class ConvergenceCheck(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stopped = early_stopping_verdict(trainer.early_stopping_callback)
         if stopped is not None:
-            stopped = stopped_on_noise(stopped, self.history, self.losses, self.mode)
+            stopped = stopped_on_noise(
+                stopped, self.history, self.losses, self.mode, self.early_share, self.min_loss_drop
+            )
         self.verdict = stopped or curve_verdict(
             self.history,
             self.monitor,

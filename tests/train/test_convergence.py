@@ -75,3 +75,12 @@ def test_the_loss_curve_travels_in_the_checkpoint():
     again = ConvergenceCheck("val/ndcg_10", "max")
     again.load_state_dict(check.state_dict())
     assert again.history == check.history and again.losses == check.losses
+
+
+def test_bad_thresholds_are_refused_in_one_line():
+    import pytest
+
+    from shopformer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="early_share"):
+        ConvergenceCheck("val/ndcg_10", "max", early_share=1.5)
