@@ -183,8 +183,12 @@ class ConvergenceCheck(L.Callback):
     ) -> None:
         if mode not in ("min", "max"):
             raise ConfigError(f"callbacks.convergence.mode must be min or max, got {mode!r}")
-        shares = {"tail": tail, "max_tail_gain": max_tail_gain, "early_share": early_share}
-        shares["min_loss_drop"] = min_loss_drop
+        shares = {
+            "tail": tail,
+            "max_tail_gain": max_tail_gain,
+            "early_share": early_share,
+            "min_loss_drop": min_loss_drop,
+        }
         outside = {k: v for k, v in shares.items() if not 0.0 < v < 1.0}
         if outside:
             raise ConfigError(f"callbacks.convergence: {outside} must be in (0, 1)")

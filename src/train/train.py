@@ -203,7 +203,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def _stopped_by_sigterm(trainer: L.Trainer) -> int:
     """Say that a SIGTERM stopped the run and how it resumes; the exit status a shell gives SIGTERM."""
-    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    saver = trainer.checkpoint_callback
+    folder = getattr(saver, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
+    last = Path(folder) / "last.ckpt"
     resumes = f"from {last}" if last.is_file() else "from the start (no checkpoint was written yet)"
     print(
         f"training stopped by SIGTERM in epoch {trainer.current_epoch}: no test, no JSON line; "
