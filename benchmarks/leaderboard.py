@@ -69,6 +69,14 @@ ANCHORS: dict[tuple[str, str], tuple[float, float, str]] = {
 UNCHECKED_ANCHORS = {
     ("gru4rec", "ml1m"): "the study's GRU4Rec figure could not be checked here; not quoted",
 }
+# What we know of a trained model that stays below a baseline: said in its row (the check column).
+WHY_BELOW: dict[tuple[str, str], str] = {
+    ("gru4rec", "taobao"): (
+        "at lr 1e-3 its validation never rose above its epoch-2 level (0.0020) in 30 epochs while the "
+        "training loss fell from 10.6 to 6.9; a probe at lr 3e-3 reached 0.0062 by epoch 9, still rising: "
+        "the recipe now says 3e-3, this row is retrained next"
+    ),
+}
 # resume=auto: a cell interrupted in one sitting (a session that ends, a killed process) continues from
 # its last checkpoint in the next one; its wall time then counts the last sitting only.
 TRAIN_OPTIONS = ["export=false", "registry.register=false", "resume=auto"]
@@ -299,6 +307,9 @@ def verdict(record: dict[str, Any], results: dict[str, Any]) -> str:
         theirs = other["protocols"][protocol]["ndcg@10"]
         word = "beats" if baseline == "popularity" else "reaches"
         notes.append(f"{word} {baseline}" if mine >= theirs else f"BELOW {baseline} ({theirs:.4f})")
+    below = any(note.startswith("BELOW") for note in notes)
+    if below and (model, dataset) in WHY_BELOW:
+        notes.append(f"why: {WHY_BELOW[model, dataset]}")
     return "; ".join(notes)
 
 

@@ -64,6 +64,7 @@ def test_the_table_checks_trained_models_against_the_baselines(table):
     assert "0.1839 | 0.3678 | 0.1200 / 0.0000" in rows["sasrec:ml1m"] and "101% of it" in rows["sasrec:ml1m"]
     assert "failed: exited 2: dense table too large" in rows["transition:taobao"]
     assert "transition failed (see its row)" in rows["sasrec:taobao"]
+    assert "why:" not in rows["sasrec:yoochoose"]  # below, but nothing known to say
     assert "not run yet" in rows["bert4rec:ml1m"] or "no recipe yet" in rows["bert4rec:ml1m"]
     assert "6 of 40 cells done." in table.read_text()
     assert "could not be checked here" in rows["gru4rec:ml1m"]  # an anchor we could not verify says so
@@ -181,3 +182,15 @@ lb.run_logged([sys.executable, "-c", child], __import__("pathlib").Path({str(tmp
         for _ in range(50):  # reaped by its parent before that exited; gone within moments
             os.kill(pid, 0)
             time.sleep(0.1)
+
+
+def test_a_model_below_a_baseline_says_why_when_we_know(table, monkeypatch):
+    monkeypatch.setitem(lb.WHY_BELOW, ("gru4rec", "yoochoose"), "validation never rose")
+    results = {
+        "popularity:yoochoose": cell("popularity", "yoochoose", 0.02),
+        "transition:yoochoose": cell("transition", "yoochoose", 0.34),
+        "gru4rec:yoochoose": cell("gru4rec", "yoochoose", 0.01),
+    }
+    assert lb.verdict(results["gru4rec:yoochoose"], results).endswith("why: validation never rose")
+    results["gru4rec:yoochoose"] = cell("gru4rec", "yoochoose", 0.40)  # not below: no excuse printed
+    assert "why" not in lb.verdict(results["gru4rec:yoochoose"], results)
