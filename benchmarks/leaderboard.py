@@ -273,15 +273,14 @@ def locked(path: Path, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def record_result(key: str, record: dict[str, Any]) -> dict[str, Any]:
+def record_result(key: str, record: dict[str, Any]) -> None:
     """Merge one cell's record into results.json as it is on disk now (another copy may have added
-    cells since this one started) and rewrite the table; the merged results."""
+    cells since this one started) and rewrite the table."""
     with locked(RESULTS.with_suffix(".lock")):
         results = load_results()
         results[key] = record
         save_results(results)
         write_table(results)
-    return results
 
 
 # -- the table ----------------------------------------------------------------------------------------
