@@ -324,6 +324,14 @@ def anchor_text(model: str, dataset: str, record: dict[str, Any] | None) -> str:
     return text
 
 
+def converged_text(record: dict[str, Any]) -> str:
+    """The convergence column: yes / **no** for trained models, "fitted" for the count-based baselines."""
+    converged = record.get("converged")
+    if converged is None:
+        return "fitted" if not record.get("epochs") else "not checked"
+    return "yes" if converged else "**no**"
+
+
 def dataset_section(dataset: str, results: dict[str, Any]) -> list[str]:
     protocol = MAIN_PROTOCOL[dataset]
     other = "all_items" if protocol == "exclude_seen" else "exclude_seen"
@@ -352,7 +360,7 @@ def dataset_section(dataset: str, results: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {model} | {fmt(main.get('ndcg@10'))} | {fmt(main.get('hr@10'))} | "
             f"{fmt(second.get('ndcg@10'))} / {fmt(second.get('hr@10'))} | {record['epochs']} | "
-            f"{record['converged']} | {record['wall_s'] / 60:.1f} min | {verdict(record, results)} | "
+            f"{converged_text(record)} | {record['wall_s'] / 60:.1f} min | {verdict(record, results)} | "
             f"{anchor_text(model, dataset, record)} | `{record['command']}` | {record['date']} | "
             f"{record['machine']} | {record['commit']} |"
         )

@@ -53,6 +53,8 @@ def test_the_table_checks_trained_models_against_the_baselines(table):
         "transition:taobao": lb.failure("transition", "taobao", "exited 2: dense table too large"),
         "sasrec:taobao": cell("sasrec", "taobao", 0.05),
     }
+    results["popularity:yoochoose"].update(epochs=0, converged=None)
+    results["sasrec:yoochoose"]["converged"] = False
     lb.write_table(results)
     rows = {line.split(" | ")[0].strip("| ") + ":" + section: line
             for section, block in _sections(table.read_text()).items() for line in block}  # fmt: skip
@@ -61,6 +63,8 @@ def test_the_table_checks_trained_models_against_the_baselines(table):
         and "beats popularity" in rows["sasrec:yoochoose"]
     )
     assert "reaches transition" in rows["gru4rec:yoochoose"]
+    assert "| 0 | fitted |" in rows["popularity:yoochoose"]  # a count-based baseline: nothing to converge
+    assert "| 7 | **no** |" in rows["sasrec:yoochoose"] and "| 7 | yes |" in rows["gru4rec:yoochoose"]
     assert "0.1839 | 0.3678 | 0.1200 / 0.0000" in rows["sasrec:ml1m"] and "101% of it" in rows["sasrec:ml1m"]
     assert "failed: exited 2: dense table too large" in rows["transition:taobao"]
     assert "transition failed (see its row)" in rows["sasrec:taobao"]
