@@ -42,7 +42,11 @@ class EpochSummary(L.Callback):
         parts.append(f"train {train:.1f}s, total {total:.1f}s")
         if "train/loss" in logged:
             parts.append(f"loss {float(logged['train/loss']):.4f}")
-        parts += [f"val/{m} {float(logged[f'val/{m}']):.4f}" for m in self.metrics if f"val/{m}" in logged]
+        if self._train_seconds is None:  # no validation in this epoch (e.g. max_steps ended it early):
+            parts.append("no validation")  # the logged values are the previous epoch's
+        else:
+            names = [f"val/{m}" for m in self.metrics if f"val/{m}" in logged]
+            parts += [f"{name} {float(logged[name]):.4f}" for name in names]
         print(" | ".join(parts), flush=True)
 
 

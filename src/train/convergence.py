@@ -80,7 +80,15 @@ def curve_verdict(
     k = max(1, math.ceil(tail * (len(history) - 1)))  # validations in the tail
     total = best_so_far[-1] - best_so_far[0]
     recent = best_so_far[-1] - best_so_far[-1 - k]
-    share = recent / total if total > 0 else 0.0
+    if total <= 0:
+        first = history[0]
+        return Verdict(
+            False,
+            f"{monitor} never improved on its first validation ({first.value:.4f}, epoch {first.epoch}) "
+            f"in {len(history)} validations when {ended_by} ended training at {at}: the model did not "
+            "learn from this schedule (raise trainer.max_steps or the learning rate) or overfit at once",
+        )
+    share = recent / total
     epochs = max(1, last.epoch - history[-1 - k].epoch)
     window = f"the last {epochs} epoch{'s' if epochs > 1 else ''}"
     if share > max_tail_gain:

@@ -81,6 +81,23 @@ def test_masked_batches(spec):
     assert not torch.equal(other["item_ids"], items) or not torch.equal(other["targets"], targets)
 
 
+@pytest.mark.parametrize("objective", ["next_item", "masked"])
+def test_one_event_sequences_are_not_training_rows(objective):
+    """A single training event has no next item and, masked, teaches only popularity."""
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "c", "c"],
+            "item_id": [1, 2, 3, 4, 5, 6],
+            "timestamp": [0, 1, 2, 3, 4, 5],
+        }
+    )
+    dm = module(DatasetSpec("tiny", FrameSource(frame)), max_len=5, objective=objective)
+    ds = dm.data
+    rows = {int(s) for b in dm.train_dataloader() for s in b["seq_index"]}
+    lengths = np.bincount(ds.seq[ds.role == TRAIN], minlength=ds.n_sequences)
+    assert rows == {s for s in range(ds.n_sequences) if lengths[s] >= 2} and lengths.min() == 1
+
+
 def test_eval_batches_leave_one_out(spec):
     dm = module(spec, max_len=6)
     ds = dm.data

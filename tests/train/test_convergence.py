@@ -67,6 +67,10 @@ def test_a_budget_that_ran_out_on_a_rising_curve_is_not_convergence():
     assert not still_rising.converged and "still improving" in still_rising.reason
     levelled = curve_verdict(history([0.1, 0.15, 0.17, 0.18] + [0.18] * 8), "val/ndcg_10", "max")
     assert levelled.converged and "levelled off" in levelled.reason
+    flat = curve_verdict(history([0.0, 0.0, 0.0]), "val/ndcg_10", "max")  # nothing learnt: not "levelled"
+    assert not flat.converged and "never improved on its first validation (0.0000, epoch 0)" in flat.reason
+    worse = curve_verdict(history([3.0, 3.2, 3.1]), "val/loss", "min")
+    assert not worse.converged and "never improved" in worse.reason
 
 
 def test_the_loss_curve_travels_in_the_checkpoint():
