@@ -142,7 +142,20 @@ def step_demo(tour: Tour, command: str) -> str:
     out = tour.run(command)
     tour.run_ids.append(json_line((tour.repo / ".cache" / "demo-train.out").read_text())["run_id"])
     answer = [line for line in out.splitlines() if "category" in line or "price" in line]
-    return f"run {tour.run_ids[-1][:8]}; answer printed with item attributes: {'yes' if answer else 'NO'}"
+    noise = library_noise(out)
+    return (
+        f"run {tour.run_ids[-1][:8]}; answer printed with item attributes: {'yes' if answer else 'NO'}; "
+        f"warning or tip lines after the install: {len(noise)}"
+        + (f" (first: {noise[0][:120]!r})" if noise else "")
+    )
+
+
+def library_noise(make_output: str) -> list[str]:
+    """Lines of ``make demo``'s output, after the install step (pip's own lines are this machine's
+    pip configuration), that look like a library warning or tip."""
+    lines = make_output.splitlines()
+    first = next((i for i, line in enumerate(lines) if "shopformer-data" in line), 0)
+    return [line for line in lines[first:] if re.search(r"warn|\btip\b|deprecat", line, re.I)]
 
 
 def step_train(tour: Tour, command: str) -> str:

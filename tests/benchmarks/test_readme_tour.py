@@ -32,3 +32,12 @@ def test_an_unknown_tour_command_fails_the_script():
         tour.kind("rm -rf outputs")
     assert tour.kind(".venv/bin/shopformer-compare RUN_A RUN_B") == "compare two"
     assert tour.kind(".venv/bin/shopformer-compare") == "compare"
+
+
+def test_library_noise_counts_warnings_after_the_install_only():
+    out = (
+        "pip install -e .\nWARNING: Location 'file:///opt/x' is ignored\n"
+        ".venv/bin/shopformer-data check_batches=false\nitems 1,000\n"
+        "UserWarning: something deprecated\n💡 Tip: try litlogger\nepoch 0 | loss 3.2\n"
+    )
+    assert tour.library_noise(out) == ["UserWarning: something deprecated", "💡 Tip: try litlogger"]
