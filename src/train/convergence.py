@@ -164,6 +164,20 @@ def stopped_on_noise(
     )
 
 
+def below_popularity(verdict: Verdict, history: list[Validation], monitor: str, reference: float) -> Verdict:
+    """``verdict``, or a not-converged one when the best validation NDCG@10 is no better than the
+    popularity baseline's ``reference`` on the same validation queries (the model learnt nothing more)."""
+    values = [v.value for v in history if math.isfinite(v.value)]
+    if not verdict.converged or not values or max(values) > reference:
+        return verdict
+    return Verdict(
+        False,
+        f"the best {monitor} ({max(values):.4f}) is no better than the popularity baseline's "
+        f"({reference:.4f}) on the same validation sessions: the model has learnt nothing beyond item "
+        "popularity yet — raise trainer.min_steps / trainer.max_steps or check the learning rate",
+    )
+
+
 def ended_by(trainer: L.Trainer) -> str:
     """Which limit ended fitting (the setting to raise when the run did not converge)."""
     if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
@@ -234,6 +248,9 @@ class ConvergenceCheck(L.Callback):
             ended_by(trainer),
             trainer.global_step,
         )
+        reference = getattr(pl_module, "popularity_val", {}).get("ndcg@10")
+        if self.monitor.endswith("ndcg_10") and self.mode == "max" and reference is not None:
+            self.verdict = below_popularity(self.verdict, self.history, self.monitor, reference)
         if trainer.is_global_zero:
             print(self.verdict.line, flush=True)
             tag_run(trainer.logger, self.verdict)

@@ -56,15 +56,23 @@ class RecommenderModule(TrainingModule):
         self._loss_steps = 0
         self._test_top: list[Tensor] = []
         self._test_targets: list[Tensor] = []
+        # The popularity baseline on the same validation queries (``popularity_val``: its metrics, from
+        # the first validation of fitting): is the model learning more than item popularity?
+        self.popularity_val: dict[str, float] = {}
+        self._popularity: Tensor | None = None  # training counts per item id, [n_items, 1]
+        self._popularity_metrics = FullRankingMetrics(model.n_items, (10,), eval_chunk_size, exclude_seen)
 
     def attach_data(self, datamodule) -> None:
         """Also give the evaluation the item attributes and training popularity (business metrics)."""
         super().attach_data(datamodule)
         if datamodule is None or not hasattr(datamodule, "item_attributes"):
             return
-        facts = ItemFacts.from_arrays(datamodule.item_attributes(), datamodule.train_item_counts())
+        counts = datamodule.train_item_counts()
+        facts = ItemFacts.from_arrays(datamodule.item_attributes(), counts)
         for metrics in self.metrics.values():
             metrics.set_attributes(facts)
+        if len(counts) == self.model.n_items:
+            self._popularity = torch.as_tensor(counts, dtype=torch.float32).unsqueeze(1)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         hidden = self.model(batch["item_ids"], **self.channels(batch))
@@ -84,6 +92,11 @@ class RecommenderModule(TrainingModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
+        if self._popularity is not None and not self.popularity_val and self._fitting():
+            target = batch["target"]
+            ones = torch.ones(len(target), 1, device=target.device)
+            popularity = self._popularity.to(target.device)
+            self._popularity_metrics.update(ones, popularity, target, batch.get("seen_items"))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
@@ -117,6 +130,12 @@ class RecommenderModule(TrainingModule):
         self.last_metrics[split] = values
         if split == "val" and self._fitting() and "ndcg@10" in values:
             self.learning_curve.setdefault(self.current_epoch, {})["val/ndcg_10"] = values["ndcg@10"]
+            if not self.popularity_val and int(self._popularity_metrics._n) > 0:
+                reference = self._popularity_metrics
+                if self.trainer.world_size > 1:
+                    reference = gathered(self, reference)
+                self.popularity_val = reference.compute()
+                self._popularity_metrics.reset()
         # MLflow allows no '@' in metric names: ndcg@10 is logged as <split>/ndcg_10.
         logged = {f"{split}/{k.replace('@', '_')}": v for k, v in values.items() if k != "n"}
         self.log_dict(logged)

@@ -55,7 +55,11 @@ class NextItemTask(Task):
     ) -> dict[str, Any]:
         plots = write_plots(module, dm, run_dir / PLOTS)
         test = {k: (v if k == "n" else round(v, 6)) for k, v in test.items()}
-        return {"test": test, "plots": plots} if plots else {"test": test}
+        out: dict[str, Any] = {"test": test, "plots": plots} if plots else {"test": test}
+        reference = getattr(module, "popularity_val", {}).get("ndcg@10")
+        if reference is not None:  # the popularity baseline on the same validation queries
+            out["valid"] = {"val/popularity_ndcg_10": round(reference, 6)}
+        return out
 
     def log_to_mlflow(self, logger: Any, dm: BaseDataModule, summary: dict[str, Any]) -> None:
         for path in summary.get("plots", []):

@@ -6,6 +6,7 @@ from shopformer.train.convergence import (
     ConvergenceCheck,
     Validation,
     Verdict,
+    below_popularity,
     curve_verdict,
     stopped_on_noise,
 )
@@ -88,3 +89,29 @@ def test_bad_thresholds_are_refused_in_one_line():
 
     with pytest.raises(ConfigError, match="early_share"):
         ConvergenceCheck("val/ndcg_10", "max", early_share=1.5)
+
+
+def test_a_model_no_better_than_popularity_on_validation_did_not_converge():
+    levelled = curve_verdict(history([0.001, 0.003, 0.004, 0.004, 0.004]), "val/ndcg_10", "max")
+    assert levelled.converged
+    verdict = below_popularity(levelled, history([0.001, 0.003, 0.004, 0.004, 0.004]), "val/ndcg_10", 0.0045)
+    assert not verdict.converged
+    assert "(0.0040) is no better than the popularity baseline's (0.0045)" in verdict.reason
+    assert below_popularity(levelled, history([0.01, 0.02]), "val/ndcg_10", 0.0045) == levelled
+    diverged = Verdict(False, "diverged")
+    assert below_popularity(diverged, history([0.0, 0.0]), "val/ndcg_10", 0.0045) == diverged
+
+
+def test_the_check_compares_the_best_validation_with_the_modules_popularity_reference(capsys):
+    from types import SimpleNamespace
+
+    check = ConvergenceCheck("val/ndcg_10", "max")
+    check.history = history([0.001, 0.003, 0.004, 0.004, 0.004, 0.004])
+    trainer = SimpleNamespace(
+        early_stopping_callback=None, max_steps=60, max_epochs=-1, global_step=60, current_epoch=5,
+        min_steps=None, should_stop=False, is_global_zero=True, logger=None,
+    )  # fmt: skip
+    check.on_train_end(trainer, SimpleNamespace(popularity_val={"ndcg@10": 0.0045}))
+    assert not check.verdict.converged and "popularity baseline's (0.0045)" in capsys.readouterr().out
+    check.on_train_end(trainer, SimpleNamespace(popularity_val={"ndcg@10": 0.001}))
+    assert check.verdict.converged and "levelled off" in check.verdict.reason
