@@ -53,6 +53,20 @@ def test_bf16_is_chosen_only_when_clearly_faster(monkeypatch, bf16_s, chosen):
     assert choice.chosen == chosen and choice.fp32_ms == 1000.0 and choice.bf16_ms == bf16_s * 1000
 
 
+@pytest.mark.parametrize(("bf16_s", "steps"), [(13.0, 2), (0.2, 2), (0.9, 6)])
+def test_a_clear_winner_ends_the_probe_after_one_warm_step(monkeypatch, bf16_s, steps):
+    timed: list[bool] = []
+
+    def fake(m, b, bf16):
+        timed.append(bf16)
+        return bf16_s if bf16 else 1.0
+
+    monkeypatch.setattr(precision_module, "_timed_step", fake)
+    choice = probe(module(), batches(n=8), steps=5)
+    assert timed.count(True) == timed.count(False) == steps  # all 6 batches when it is close
+    assert choice.chosen == (BF16 if bf16_s < 1 / precision_module.MIN_GAIN else FP32)
+
+
 def test_configured_precisions_and_several_processes_are_not_probed(monkeypatch):
     monkeypatch.setattr(precision_module, "probe", lambda *a, **k: pytest.fail("probed"))
     assert resolve_precision("bf16-mixed", "cpu", None, []).chosen == "bf16-mixed"
