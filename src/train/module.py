@@ -130,15 +130,20 @@ class RecommenderModule(TrainingModule):
         self.last_metrics[split] = values
         if split == "val" and self._fitting() and "ndcg@10" in values:
             self.learning_curve.setdefault(self.current_epoch, {})["val/ndcg_10"] = values["ndcg@10"]
-            if not self.popularity_val and int(self._popularity_metrics._n) > 0:
-                reference = self._popularity_metrics
-                if self.trainer.world_size > 1:
-                    reference = gathered(self, reference)
-                self.popularity_val = reference.compute()
-                self._popularity_metrics.reset()
+            if not self.popularity_val:
+                self.popularity_val = self._popularity_reference()
         # MLflow allows no '@' in metric names: ndcg@10 is logged as <split>/ndcg_10.
         logged = {f"{split}/{k.replace('@', '_')}": v for k, v in values.items() if k != "n"}
         self.log_dict(logged)
+
+    def _popularity_reference(self) -> dict[str, float]:
+        """The popularity baseline's metrics on the validation queries just seen ({} without any)."""
+        metrics = self._popularity_metrics
+        if self.trainer.world_size > 1:
+            metrics = gathered(self, metrics)
+        values = metrics.compute()
+        self._popularity_metrics.reset()
+        return values if values.get("n") else {}
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
