@@ -4,6 +4,7 @@
     SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py --only sasrec:beauty
     .venv/bin/python benchmarks/leaderboard.py --list       # the cells and their state
     .venv/bin/python benchmarks/leaderboard.py --write      # LEADERBOARD.md from results.json only
+    SHOPFORMER_DATA=../shared/data .venv/bin/python benchmarks/leaderboard.py --pair   # intervals only
 
 A cell is (model, dataset). Trained models run their recipe ``conf/experiment/<model>_<dataset>.yaml``; a
 cell without a recipe is listed as such, never run on defaults. The fitted baselines (popularity,
@@ -12,6 +13,12 @@ by ``shopformer-eval`` under both protocols (all items; items already in the his
 finished cell is saved at once in ``benchmarks/leaderboard/results.json`` (figures, command, date,
 machine, commit), so the table is built over several sittings: a finished cell is not trained again
 (``--force`` retrains it). ``benchmarks/LEADERBOARD.md`` is rewritten from that file after every cell.
+
+The check column compares a trained model's NDCG@10 with popularity's (and, on the session logs,
+transition's) on the same test queries: the difference with its paired bootstrap 95 % interval, from
+per-query ranks kept in ``outputs/leaderboard/ranks/`` (not committed: they derive from datasets whose
+terms forbid redistribution). ``--pair`` computes them for finished cells, scoring a checkpoint again
+where its ranks were not kept, and checks that they give back the recorded NDCG@10.
 
 Two copies of the same command share the queue: each claims a cell before training it (a lock file
 beside its log), skips cells another copy holds, and merges its result into results.json under a
@@ -30,6 +37,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +49,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "leaderboard" / "results.json"
+# Per-query test ranks of each cell (<model>_<dataset>/<protocol>.parquet): derived from the datasets,
+# whose terms forbid redistribution, so they stay out of the repository; --pair rebuilds them.
+OUTPUTS = REPO / "outputs"  # the runs (<task_name>/<time>/summary.json) behind the cells
+RANKS = OUTPUTS / "leaderboard" / "ranks"
+RESAMPLES = 2000
 TABLE = REPO / "benchmarks" / "LEADERBOARD.md"
 EXPERIMENTS = REPO / "conf" / "experiment"
 BIN = Path(sys.executable).parent
@@ -176,11 +189,14 @@ def run_cell(model: str, dataset: str, log_dir: Path, threads: int = 2) -> dict[
                 f"ckpt={summary['checkpoint']}",
                 f"threads={threads}",
                 f"protocols=[{other}]",
+                f"ranks_dir={RANKS / f'{model}_{dataset}'}",
             ],
             log_dir / f"{model}_{dataset}.eval.log",
         )
     )
     scored[used] = summary["test"]
+    if summary.get("query_ranks"):
+        keep_ranks(Path(summary["query_ranks"]), model, dataset, used)
     keep = ("ndcg@10", "hr@10", "mrr@10", "coverage@10")
     return {
         "model": model,
@@ -197,6 +213,7 @@ def run_cell(model: str, dataset: str, log_dir: Path, threads: int = 2) -> dict[
         "machine": machine(),
         "commit": commit(),
         "run_id": summary.get("run_id"),
+        "checkpoint": summary["checkpoint"],
     }
 
 
@@ -285,6 +302,127 @@ def record_result(key: str, record: dict[str, Any]) -> None:
         write_table(results)
 
 
+# -- paired comparisons with the baselines ------------------------------------------------------------
+
+
+def ranks_path(model: str, dataset: str, protocol: str) -> Path:
+    return RANKS / f"{model}_{dataset}" / f"{protocol}.parquet"
+
+
+def keep_ranks(source: Path, model: str, dataset: str, protocol: str) -> None:
+    """Keep a run's per-query ranks file as the cell's ``protocol`` ranks."""
+    target = ranks_path(model, dataset, protocol)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+def cell_summary(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary.json of the run behind a cell (found by its MLflow run id, else by its test figures)."""
+    model, dataset = record["model"], record["dataset"]
+    for path in sorted(OUTPUTS.glob(f"leaderboard_{model}_{dataset}/*/summary.json")):
+        summary = json.loads(path.read_text())
+        if record.get("run_id"):
+            if summary.get("run_id") == record["run_id"]:
+                return summary
+        elif summary.get("test") == record.get("recipe_test"):
+            return summary
+    return None
+
+
+def ensure_ranks(record: dict[str, Any], log_dir: Path, threads: int) -> Path | None:
+    """The cell's per-query test ranks under its dataset's main protocol: kept already, copied from its
+    run, or scored again from its checkpoint; None (said in a line) when they cannot be had or do not
+    give back the recorded NDCG@10."""
+    from shopformer.models.query_ranks import QueryRanks
+
+    model, dataset = record["model"], record["dataset"]
+    protocol = MAIN_PROTOCOL[dataset]
+    path = ranks_path(model, dataset, protocol)
+    if not path.is_file():
+        summary = cell_summary(record)
+        if summary is None:
+            print(f"{cell_key(model, dataset)}: its run is not in outputs/; no per-query ranks", flush=True)
+            return None
+        run_dir = Path(summary["checkpoint"]).parents[1]
+        used = "exclude_seen" if recipe_excludes_seen(run_dir) else "all_items"
+        own = summary.get("query_ranks")
+        if used == protocol and own and Path(own).is_file():
+            keep_ranks(Path(own), model, dataset, protocol)
+        else:
+            argv = [
+                str(BIN / "shopformer-eval"),
+                f"ckpt={summary['checkpoint']}",
+                f"threads={threads}",
+                f"protocols=[{protocol}]",
+                f"ranks_dir={path.parent}",
+            ]
+            run_logged(argv, log_dir / f"{model}_{dataset}.ranks.log")
+    recorded = record["protocols"][protocol]["ndcg@10"]
+    scored = float(QueryRanks.read(path).values("ndcg@10").mean())
+    if abs(scored - recorded) > 2e-6:
+        print(f"{cell_key(model, dataset)}: ranks give NDCG@10 {scored:.6f}, recorded {recorded}; not used")
+        return None
+    return path
+
+
+def baselines_of(dataset: str) -> tuple[str, ...]:
+    """The baselines a trained model is checked against on ``dataset``."""
+    return ("popularity", "transition") if dataset in SESSION_DATASETS else ("popularity",)
+
+
+def paired_with_baselines(
+    record: dict[str, Any], results: dict[str, Any], log_dir: Path, threads: int
+) -> dict[str, Any]:
+    """NDCG@10 of the cell minus each baseline's on the same test queries, with the paired bootstrap
+    95 % interval (test sequences resampled, ``RESAMPLES`` times)."""
+    from shopformer.models.query_ranks import QueryRanks, paired_difference
+
+    mine = ensure_ranks(record, log_dir, threads)
+    if mine is None:
+        return {}
+    out = {}
+    for baseline in baselines_of(record["dataset"]):
+        other = results.get(cell_key(baseline, record["dataset"]))
+        theirs = ensure_ranks(other, log_dir, threads) if other and "failed" not in other else None
+        if theirs is None:
+            continue
+        a, b = QueryRanks.read(mine), QueryRanks.read(theirs)
+        try:
+            d = paired_difference(a, b, "ndcg@10", RESAMPLES)
+        except ValueError as exc:  # DataError: not the same test queries (data prepared differently)
+            print(f"{cell_key(record['model'], record['dataset'])} vs {baseline}: {exc}", flush=True)
+            continue
+        out[baseline] = {
+            "delta": round(d.delta, 6),
+            "low": round(d.low, 6),
+            "high": round(d.high, 6),
+            "queries": len(a),
+            "resamples": d.resamples,
+        }
+    return out
+
+
+def pair_cells(cells: list[tuple[str, str]], log_dir: Path, threads: int) -> None:
+    """Add the paired comparisons with the baselines to every finished trained cell of ``cells``."""
+    results = load_results()
+    updates = {}
+    for model, dataset in cells:
+        record = results.get(cell_key(model, dataset))
+        if model in BASELINES or record is None or "failed" in record:
+            continue
+        paired = paired_with_baselines(record, results, log_dir, threads)
+        if paired:
+            updates[cell_key(model, dataset)] = paired
+            shown = "; ".join(f"{b} {interval_text(p)}" for b, p in paired.items())
+            print(f"{cell_key(model, dataset)}: NDCG@10 minus {shown}", flush=True)
+    with locked(RESULTS.with_suffix(".lock")):
+        results = load_results()
+        for key, paired in updates.items():
+            results[key]["paired"] = paired
+        save_results(results)
+        write_table(results)
+
+
 # -- the table ----------------------------------------------------------------------------------------
 
 
@@ -292,22 +430,32 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def interval_text(paired: dict[str, Any]) -> str:
+    return f"{paired['delta']:+.4f} (95% interval {paired['low']:+.4f} to {paired['high']:+.4f})"
+
+
 def verdict(record: dict[str, Any], results: dict[str, Any]) -> str:
-    """Does a trained model beat popularity (and, on session data, reach transition)? '' for baselines."""
+    """Does a trained model beat popularity (and, on session data, reach transition)? '' for baselines.
+    Where per-query ranks were kept, the difference comes with its paired bootstrap interval."""
     model, dataset = record["model"], record["dataset"]
     if model in BASELINES:
         return ""
     protocol = MAIN_PROTOCOL[dataset]
     mine = record["protocols"][protocol]["ndcg@10"]
     notes: list[str] = []
-    for baseline in ("popularity", "transition") if dataset in SESSION_DATASETS else ("popularity",):
+    for baseline in baselines_of(dataset):
         other = results.get(cell_key(baseline, dataset))
         if other is None or "failed" in other:
             notes.append(f"{baseline} {'failed (see its row)' if other else 'not run'}")
             continue
         theirs = other["protocols"][protocol]["ndcg@10"]
         word = "beats" if baseline == "popularity" else "reaches"
-        notes.append(f"{word} {baseline}" if mine >= theirs else f"BELOW {baseline} ({theirs:.4f})")
+        note = f"{word} {baseline}" if mine >= theirs else f"BELOW {baseline} ({theirs:.4f})"
+        paired = record.get("paired", {}).get(baseline)
+        if paired:
+            apart = paired["low"] > 0 or paired["high"] < 0
+            note += f" by {interval_text(paired)}" + ("" if apart else ": the interval holds 0")
+        notes.append(note)
     below = any(note.startswith("BELOW") for note in notes)
     if below and (model, dataset) in WHY_BELOW:
         notes.append(f"why: {WHY_BELOW[model, dataset]}")
@@ -383,7 +531,10 @@ def write_table(results: dict[str, Any]) -> None:
         "`benchmarks/leaderboard/results.json`; each row has its command, date, machine and commit. "
         "Wall times come from a shared 2-core machine: compare them only within one sitting; a cell "
         "resumed across sittings (its command says `resume=auto`) counts its last sitting only, and a "
-        "cell whose command says `threads=1` was trained beside another one (two copies of the script).",
+        "cell whose command says `threads=1` was trained beside another one (two copies of the script). "
+        "The check column gives a trained model's NDCG@10 minus the baseline's on the same test queries, "
+        f"with its paired bootstrap 95 % interval ({RESAMPLES:,} resamples of the test sequences), where "
+        "the per-query ranks were kept (`--pair`).",
         "",
         f"{done} of {len(MODELS) * len(DATASETS)} cells done.",
         "",
@@ -419,6 +570,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="retrain cells already done")
     parser.add_argument("--list", action="store_true", help="print the cells and their state, run nothing")
     parser.add_argument("--write", action="store_true", help="rewrite LEADERBOARD.md from results.json only")
+    parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="add each finished cell's paired interval against its baselines (scoring per-query ranks again "
+        "where they were not kept), then rewrite LEADERBOARD.md; trains nothing",
+    )
     parser.add_argument("--logs", default=str(REPO / "outputs" / "leaderboard"), help="per-cell logs")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of each run (1 when two copies share 2 cores)"
@@ -428,6 +585,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stopped_by_sigterm)
     results = load_results()
     cells = selected(args.only)
+    if args.pair:
+        pair_cells(cells, Path(args.logs), args.threads)
+        return
     if args.list or args.write:
         if args.list:
             for model, dataset in cells:
@@ -467,6 +627,10 @@ def run_queued(model: str, dataset: str, args: argparse.Namespace) -> None:
         record_result(key, record)
     main_protocol = record["protocols"][MAIN_PROTOCOL[dataset]]
     print(f"{key}: NDCG@10 {main_protocol['ndcg@10']:.4f} HR@10 {main_protocol['hr@10']:.4f}", flush=True)
+    try:
+        pair_cells([(model, dataset)], logs, args.threads)
+    except (RuntimeError, OSError, ValueError) as exc:  # the cell is recorded; --pair can try again
+        print(f"{key}: no paired interval ({exc})", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ datasets (tag ``dataset_hash``) are never ranked together: each dataset gets a t
 line of its own (CSV: one table with a ``dataset_hash`` column).
 ``sort`` takes any metric (``test/ndcg_10``, or ``ndcg@10`` for short); without it, newest first.
 ``model`` matches the ``model`` tag (the model's class, any case), ``dataset`` the dataset's name.
-Two run ids (or unique prefixes) print the config keys that differ and the test metrics (A, B, B-A).
+Two run ids (or unique prefixes) print the config keys that differ and the test metrics (A, B, B-A);
+when both runs logged their per-query test ranks (``eval/test_ranks.parquet``) on the same test
+queries, each HR / NDCG / MRR @K difference gets its paired bootstrap 95 % interval (``resamples=``,
+1000 by default): a lead whose interval holds 0 is not told apart from the luck of the test set.
 
 The store is ``MLFLOW_TRACKING_URI``, else ``mlflow/mlflow.db`` of the working directory, as for
 ``shopformer-train``. Torch-free; MLflow is imported when the command runs. A bad argument, an unknown
@@ -29,14 +32,22 @@ from pathlib import Path
 from typing import Any
 
 from shopformer.errors import ConfigError, exit_on_user_error, one_line
-from shopformer.train.compare_table import FORMATS, RunRow, diff_document, run_row, runs_document
+from shopformer.train.compare_table import (
+    FORMATS,
+    Paired,
+    RunRow,
+    diff_document,
+    interval_metrics,
+    run_row,
+    runs_document,
+)
 from shopformer.train.tracking_uri import default_tracking_uri
 
 PROG = "shopformer-compare"
 USAGE = (
     f"usage: {PROG} [experiment=NAME] [dataset=NAME] [model=NAME] [tag.KEY=VALUE ...] "
     "[sort=METRIC] [order=desc|asc] [limit=50] [format=table|markdown|csv] [output=FILE]  |  "
-    f"{PROG} RUN_A RUN_B [format=...] [output=FILE]"
+    f"{PROG} RUN_A RUN_B [resamples=1000] [format=...] [output=FILE]"
 )
 ARGS: dict[str, tuple[type, Any]] = {  # name -> (type, default)
     "experiment": (str, ""),
@@ -47,10 +58,13 @@ ARGS: dict[str, tuple[type, Any]] = {  # name -> (type, default)
     "limit": (int, 50),
     "format": (str, "table"),
     "output": (str, ""),
+    "resamples": (int, 1000),
 }
 TABLE_ONLY = ("experiment", "dataset", "model", "sort", "order", "limit")
 TAG = "tag."
 RUN_ID = re.compile(r"[0-9a-f]{1,32}")
+QUERY_RANKS_DIR = "eval"  # the MLflow artifact of a run's per-query test ranks (train/next_item.py)
+QUERY_RANKS = f"{QUERY_RANKS_DIR}/test_ranks.parquet"
 
 
 class UsageError(ConfigError):
@@ -101,17 +115,24 @@ def check(request: Request) -> None:
         raise UsageError(f"order must be desc or asc, got {options['order']!r}")
     if options["limit"] < 1:
         raise UsageError(f"limit must be positive, got {options['limit']}")
+    if options["resamples"] < 2:
+        raise UsageError(f"resamples must be at least 2, got {options['resamples']}")
     if request.runs:
-        if len(request.runs) != 2:
-            raise UsageError(
-                f"give two run ids to compare, got {len(request.runs)}: {' '.join(request.runs)}"
-            )
-        bad = [r for r in request.runs if not RUN_ID.fullmatch(r)]
-        if bad:
-            raise UsageError(f"{bad[0]!r} is not a run id (hexadecimal, a prefix is enough)")
-        table_only = sorted(request.given.intersection(TABLE_ONLY)) + [TAG + t for t in request.tags]
-        if table_only:
-            raise UsageError(f"{', '.join(table_only)} filter(s) the table, not a comparison of two runs")
+        check_pair(request)
+    elif "resamples" in request.given:
+        raise UsageError("resamples is for the comparison of two runs (RUN_A RUN_B)")
+
+
+def check_pair(request: Request) -> None:
+    """Refuse a two-run comparison that is not one: a count other than two, a non-id, table filters."""
+    if len(request.runs) != 2:
+        raise UsageError(f"give two run ids to compare, got {len(request.runs)}: {' '.join(request.runs)}")
+    bad = [r for r in request.runs if not RUN_ID.fullmatch(r)]
+    if bad:
+        raise UsageError(f"{bad[0]!r} is not a run id (hexadecimal, a prefix is enough)")
+    table_only = sorted(request.given.intersection(TABLE_ONLY)) + [TAG + t for t in request.tags]
+    if table_only:
+        raise UsageError(f"{', '.join(table_only)} filter(s) the table, not a comparison of two runs")
 
 
 def sort_metric(sort: str) -> str:
@@ -200,6 +221,44 @@ class Store:
             raise UsageError(f"run id {ref!r} matches several runs ({ids}); give more of it")
         return runs[0]
 
+    def query_ranks(self, run_id: str) -> Any:
+        """The run's per-query test ranks (a QueryRanks), None when it logged none."""
+        import tempfile
+
+        from mlflow.exceptions import MlflowException
+
+        from shopformer.models.query_ranks import QueryRanks
+
+        if not any(f.path == QUERY_RANKS for f in self.client.list_artifacts(run_id, QUERY_RANKS_DIR)):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, QUERY_RANKS, tmp)
+            except (MlflowException, OSError) as exc:
+                reason = one_line(exc)[:200]
+                raise UsageError(f"run {run_id[:8]}: cannot read {QUERY_RANKS}: {reason}") from None
+            return QueryRanks.read(path)
+
+
+def paired_intervals(store: Store, a: RunRow, b: RunRow, resamples: int) -> Paired:
+    """B-A of every ranking metric the two runs share, with paired bootstrap intervals from their
+    per-query test ranks; or why there are none."""
+    from shopformer.errors import DataError
+    from shopformer.models.query_ranks import paired_differences
+
+    ranks = {row.short_id: store.query_ranks(row.run_id) for row in (a, b)}
+    missing = [run for run, r in ranks.items() if r is None]
+    if missing:
+        runs = " and ".join(missing)
+        return Paired(note=f"no intervals: run {runs} logged no per-query ranks ({QUERY_RANKS})")
+    names = interval_metrics(a, b)
+    try:
+        differences = paired_differences(ranks[b.short_id], ranks[a.short_id], list(names), resamples)
+    except DataError as exc:
+        return Paired(note=f"no intervals: {exc}")
+    n = len(ranks[a.short_id])
+    return Paired({names[m]: d for m, d in differences.items()}, n, resamples)
+
 
 def check_sorted(rows: Sequence[RunRow], metric: str) -> None:
     """Refuse a sort metric that none of the runs has (a typo would rank by nothing)."""
@@ -214,8 +273,10 @@ def compare(request: Request, uri: str) -> str:
     options = request.options
     with store.errors():
         if request.runs:
-            a, b = (run_row(store.run(ref)) for ref in request.runs)
-            return diff_document(a, b, options["format"])
+            runs = [store.run(ref) for ref in request.runs]
+            a, b = (run_row(r) for r in runs)
+            paired = paired_intervals(store, a, b, options["resamples"])
+            return diff_document(a, b, options["format"], paired)
         rows = [run_row(r) for r in store.runs(request)]
     if not rows:
         return f"no runs in {uri} match {filter_string(request) or 'anything'}"

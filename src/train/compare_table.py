@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,24 @@ WHERE = ("paths.", "logger.", "hydra.", "trainer.default_root_dir", "callbacks.m
 OWN_COLUMNS = ("model._target_", "loss._target_", "data.name")
 DIFF_TAGS = ("dataset", "dataset_hash", "git_commit")  # tags the two-run diff compares too
 MISSING = "-"
+RANK_METRIC = re.compile(r"test/(hr|ndcg|mrr)_(\d+)")  # what per-query ranks give back, with an interval
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired bootstrap intervals of B-A (MLflow metric -> Difference) over ``queries`` shared test
+    queries; or, without them, ``note``: why there are none."""
+
+    differences: dict[str, Any] = field(default_factory=dict)
+    queries: int = 0
+    resamples: int = 0
+    note: str = ""
+
+
+def interval_metrics(a: RunRow, b: RunRow) -> dict[str, str]:
+    """``ndcg@10`` -> ``test/ndcg_10`` for every HR / NDCG / MRR @K both runs logged."""
+    shared = sorted(set(a.metrics) & set(b.metrics), key=by_cutoff)
+    return {f"{m[1]}@{m[2]}": m[0] for m in map(RANK_METRIC.fullmatch, shared) if m}
 
 
 @dataclass(frozen=True)
@@ -257,24 +276,48 @@ def by_cutoff(metric: str) -> tuple[str, int]:
     return (name, int(k)) if k.isdigit() else (metric, 0)
 
 
-def diff_tables(a: RunRow, b: RunRow) -> tuple[Table, Table]:
-    """The config keys that differ (key, A, B) and the metrics (metric, A, B, B-A)."""
+def diff_tables(a: RunRow, b: RunRow, paired: Paired | None = None) -> tuple[Table, Table]:
+    """The config keys that differ (key, A, B) and the metrics (metric, A, B, B-A, and the 95 %
+    interval of B-A where ``paired`` has one)."""
     config = Table(["key", f"A {a.short_id}", f"B {b.short_id}"], [list(d) for d in config_differences(a, b)])
+    intervals = paired.differences if paired else {}
     rows = []
     for name, x, y in metric_differences(a, b):
         digits = 0 if name == "epochs" else 1 if name == "wall_s" else 4
         delta = y - x if x is not None and y is not None else None
-        rows.append([name, number(x, digits), number(y, digits), number(delta, digits, sign=True)])
-    metrics = Table(["metric", f"A {a.short_id}", f"B {b.short_id}", "B-A"], rows, {1, 2, 3})
+        row = [name, number(x, digits), number(y, digits), number(delta, digits, sign=True)]
+        if intervals:
+            d = intervals.get(name)
+            row += [number(d.low, 4, sign=True), number(d.high, 4, sign=True)] if d else [MISSING, MISSING]
+        rows.append(row)
+    columns = ["metric", f"A {a.short_id}", f"B {b.short_id}", "B-A"]
+    if intervals:
+        columns += ["95% low", "95% high"]
+    metrics = Table(columns, rows, set(range(1, len(columns))))
     return config, metrics
 
 
-def diff_document(a: RunRow, b: RunRow, fmt: str) -> str:
-    """Two runs: who they are, a line when their datasets differ, then the two tables."""
-    config, metrics = diff_tables(a, b)
+def interval_line(paired: Paired | None) -> str:
+    """What the interval columns are, or why there are none ('' without a comparison of ranks)."""
+    if paired is None:
+        return ""
+    if paired.note:
+        return paired.note
+    return (
+        f"95% low / high: paired bootstrap interval of B-A over the {paired.queries:,} test queries both "
+        f"runs ranked ({paired.resamples:,} resamples); an interval that holds 0 does not tell A and B apart"
+    )
+
+
+def diff_document(a: RunRow, b: RunRow, fmt: str, paired: Paired | None = None) -> str:
+    """Two runs: who they are, a line when their datasets differ, then the two tables (with paired
+    intervals of the ranking metrics when ``paired`` has them)."""
+    config, metrics = diff_tables(a, b, paired)
     if fmt == "csv":
-        rows = [["config", *r, ""] for r in config.rows] + [["metric", *r] for r in metrics.rows]
-        return Table(["section", "key", "A", "B", "B-A"], rows).render("csv")
+        width = len(metrics.columns)
+        rows = [["config", *r, *[""] * (width - 3)] for r in config.rows]
+        rows += [["metric", *r] for r in metrics.rows]
+        return Table(["section", "key", "A", "B", "B-A", *metrics.columns[4:]], rows).render("csv")
     heading, bullet = ("### ", "- ") if fmt == "markdown" else ("", "")
     parts = [
         "\n".join(
@@ -291,4 +334,6 @@ def diff_document(a: RunRow, b: RunRow, fmt: str) -> str:
     if config.rows:
         parts.append(config.render(fmt))
     parts += [f"{heading}metrics", metrics.render(fmt)]
+    if interval_line(paired):
+        parts.append(interval_line(paired))
     return "\n\n".join(parts)

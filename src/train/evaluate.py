@@ -26,8 +26,10 @@ def evaluate(
     protocols=("all_items", "exclude_seen"),
     accelerator: str = "auto",
     cache_dir: str | None = None,
+    ranks_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the checkpoint's model on ``split`` for each protocol."""
+    """Metrics of the checkpoint's model on ``split`` for each protocol (with ``ranks_dir``, a ranking
+    model's per-query ranks too: ``<ranks_dir>/<protocol>.parquet``)."""
     if split not in ("test", "valid"):
         raise ConfigError(f"split must be 'test' or 'valid', got {split!r}")
     checkpoint = load_checkpoint(ckpt)
@@ -52,7 +54,8 @@ def evaluate(
         enable_model_summary=False,
     )
     settings = {protocol: PROTOCOLS[protocol] for protocol in protocols}
-    return {**results, **task.evaluate_checkpoint(cfg, model, dm, trainer, split, settings)}
+    ranks = Path(ranks_dir) if ranks_dir else None
+    return {**results, **task.evaluate_checkpoint(cfg, model, dm, trainer, split, settings, ranks)}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
@@ -60,7 +63,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     with exit_on_user_error():
-        result = evaluate(cfg.ckpt, cfg.split, list(cfg.protocols), cfg.accelerator, cfg.paths.cache_dir)
+        result = evaluate(
+            cfg.ckpt, cfg.split, list(cfg.protocols), cfg.accelerator, cfg.paths.cache_dir, cfg.ranks_dir
+        )
     print(json.dumps(result), flush=True)
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from shopformer.models.base import SequenceRecommender
 from shopformer.models.business_metrics import ItemFacts
 from shopformer.models.losses import NextItemLoss
+from shopformer.models.query_ranks import QueryRanks
 from shopformer.models.ranking_metrics import FullRankingMetrics
 from shopformer.train.base_module import OptimizerFactory, TrainingModule
 from shopformer.train.schedule import LRSchedule
@@ -56,6 +57,8 @@ class RecommenderModule(TrainingModule):
         self._loss_steps = 0
         self._test_top: list[Tensor] = []
         self._test_targets: list[Tensor] = []
+        # split -> the last evaluation's per-query (position, sequence, target, rank) batches
+        self._query_ranks: dict[str, list[tuple[Tensor, ...]]] = {"val": [], "test": []}
         # The popularity baseline on the same validation queries (``popularity_val``: its metrics, from
         # the first validation of fitting): is the model learning more than item popularity?
         self.popularity_val: dict[str, float] = {}
@@ -88,7 +91,10 @@ class RecommenderModule(TrainingModule):
         queries = self.model.encode(batch["item_ids"], **self.channels(batch))
         items = self.model.item_scorer()
         items = items.float() if isinstance(items, Tensor) else items  # or a catalogue scored by lookup
-        self.metrics[split].update(queries.float(), items, batch["target"], batch.get("seen_items"))
+        ranks = self.metrics[split].update(queries.float(), items, batch["target"], batch.get("seen_items"))
+        if "position" in batch:  # kept for a paired comparison of two runs query by query
+            keys = (batch["position"], batch["seq_index"], batch["target"], ranks)
+            self._query_ranks[split].append(tuple(t.to("cpu", torch.int64) for t in keys))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -106,6 +112,18 @@ class RecommenderModule(TrainingModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_top, self._test_targets = [], []
+        self._query_ranks["test"] = []
+
+    def on_validation_epoch_start(self) -> None:
+        self._query_ranks["val"] = []
+
+    def query_ranks(self, split: str = "test") -> QueryRanks | None:
+        """Every query of the last ``split`` evaluation with its target's rank (this process's queries
+        only under DDP); None when there was none."""
+        parts = self._query_ranks[split]
+        if not parts:
+            return None
+        return QueryRanks.of(*(torch.cat(column).numpy() for column in zip(*parts, strict=True)))
 
     def test_recommendations(self) -> tuple[np.ndarray, np.ndarray]:
         """Top-10 item ids [N, 10] (0: no item) and target ids [N] of the last test (this rank's queries)."""

@@ -27,6 +27,8 @@ from shopformer.train.task import Task, lightning_module
 
 RANKING_OPTIONS = ("ks", "eval_chunk_size")  # of lit_module, used by shopformer-eval
 PLOTS = "plots"  # the run directory's folder and the MLflow artifact folder of the plots
+EVAL = "eval"  # ... and those of the per-query test ranks (shopformer-compare RUN_A RUN_B pairs them)
+QUERY_RANKS = "test_ranks.parquet"
 
 
 class NextItemTask(Task):
@@ -59,11 +61,16 @@ class NextItemTask(Task):
         reference = getattr(module, "popularity_val", {}).get("ndcg@10")
         if reference is not None:  # the popularity baseline on the same validation queries
             out["valid"] = {"val/popularity_ndcg_10": round(reference, 6)}
+        ranks = write_query_ranks(module, "test", run_dir / EVAL / QUERY_RANKS)
+        if ranks:
+            out["query_ranks"] = ranks
         return out
 
     def log_to_mlflow(self, logger: Any, dm: BaseDataModule, summary: dict[str, Any]) -> None:
         for path in summary.get("plots", []):
             logger.experiment.log_artifact(logger.run_id, path, PLOTS)
+        if summary.get("query_ranks"):
+            logger.experiment.log_artifact(logger.run_id, summary["query_ranks"], EVAL)
 
     def evaluate_checkpoint(
         self,
@@ -73,6 +80,7 @@ class NextItemTask(Task):
         trainer: L.Trainer,
         split: str,
         protocols: dict[str, bool],
+        ranks_dir: Path | None = None,
     ) -> dict[str, Any]:
         options = OmegaConf.to_container(cfg.lit_module, resolve=True)
         ranking = {k: v for k, v in options.items() if k in RANKING_OPTIONS}
@@ -83,13 +91,27 @@ class NextItemTask(Task):
                 trainer.test(module, datamodule=dm, verbose=False)
             else:
                 trainer.validate(module, datamodule=dm, verbose=False)
-            values = module.last_metrics["test" if split == "test" else "val"]
-            results[protocol] = {k: round(v, 6) for k, v in values.items()}
+            key = "test" if split == "test" else "val"
+            results[protocol] = {k: round(v, 6) for k, v in module.last_metrics[key].items()}
+            if ranks_dir is not None:
+                path = write_query_ranks(module, key, Path(ranks_dir) / f"{protocol}.parquet")
+                if path:
+                    results[protocol]["query_ranks"] = path
         return results
 
     def bundle_metrics(self, test: dict[str, float]) -> dict[str, float]:
         # MLflow allows no '@' in metric names: ndcg@10 is test/ndcg_10 in the manifest as in MLflow.
         return {f"test/{k.replace('@', '_')}": v for k, v in test.items() if k != "n"}
+
+
+def write_query_ranks(module: TrainingModule, split: str, path: Path) -> str | None:
+    """The last ``split`` evaluation's per-query ranks as ``path`` (None: nothing to write; under DDP
+    each process holds only its own queries, so nothing is written)."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and trainer.world_size > 1:
+        return None
+    ranks = module.query_ranks(split) if hasattr(module, "query_ranks") else None
+    return str(ranks.write(path)) if ranks is not None else None
 
 
 def write_plots(module: TrainingModule, dm: BaseDataModule, directory: Path) -> list[str]:

@@ -81,9 +81,11 @@ class Task:
         trainer: L.Trainer,
         split: str,
         protocols: dict[str, bool],
+        ranks_dir: Path | None = None,
     ) -> dict[str, Any]:
         """``shopformer-eval``: the metrics of a restored ``model`` on ``split`` (``test`` or ``valid``);
-        ``protocols``: ranking protocol name -> whether items already seen are excluded."""
+        ``protocols``: ranking protocol name -> whether items already seen are excluded; ``ranks_dir``:
+        where a ranking task writes each protocol's per-query ranks (``<protocol>.parquet``)."""
         raise NotImplementedError
 
     def sweep_value(self, summary: dict[str, Any]) -> float | None:

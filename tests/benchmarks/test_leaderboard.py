@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.benchmarks.scripts import load_benchmark
@@ -92,6 +94,8 @@ def queue(tmp_path, monkeypatch, table):
     import argparse
 
     monkeypatch.setattr(lb, "RESULTS", tmp_path / "results.json")
+    monkeypatch.setattr(lb, "OUTPUTS", tmp_path / "outputs")
+    monkeypatch.setattr(lb, "RANKS", tmp_path / "ranks")
     trained: list[tuple[str, str, int]] = []
 
     def fake_run_cell(model, dataset, log_dir, threads=2):
@@ -198,3 +202,52 @@ def test_a_model_below_a_baseline_says_why_when_we_know(table, monkeypatch):
     assert lb.verdict(results["gru4rec:yoochoose"], results).endswith("why: validation never rose")
     results["gru4rec:yoochoose"] = cell("gru4rec", "yoochoose", 0.40)  # not below: no excuse printed
     assert "why" not in lb.verdict(results["gru4rec:yoochoose"], results)
+
+
+def test_the_check_gives_the_paired_interval_where_ranks_were_kept(table):
+    results = {
+        "popularity:yoochoose": cell("popularity", "yoochoose", 0.02),
+        "transition:yoochoose": cell("transition", "yoochoose", 0.34),
+        "gru4rec:yoochoose": cell("gru4rec", "yoochoose", 0.33),
+    }
+    results["gru4rec:yoochoose"]["paired"] = {
+        "popularity": {"delta": 0.31, "low": 0.29, "high": 0.33, "queries": 900, "resamples": 2000},
+        "transition": {"delta": -0.01, "low": -0.03, "high": 0.012, "queries": 900, "resamples": 2000},
+    }
+    text = lb.verdict(results["gru4rec:yoochoose"], results)
+    assert "beats popularity by +0.3100 (95% interval +0.2900 to +0.3300);" in text
+    below = "BELOW transition (0.3400) by -0.0100 (95% interval -0.0300 to +0.0120): the interval holds 0"
+    assert text.endswith(below)
+
+
+def _ranks_with_ndcg(path, hits: int, n: int = 100):
+    """A per-query ranks file whose NDCG@10 is hits / n (the first ``hits`` queries ranked first)."""
+    from shopformer.models.query_ranks import QueryRanks
+
+    rank = [0] * hits + [50] * (n - hits)
+    QueryRanks.of(range(n), range(n), [1] * n, rank).write(path)
+
+
+def test_pairing_adds_each_cells_interval_and_refuses_ranks_that_disagree(queue, capsys):
+    args, _ = queue
+    results = {
+        "popularity:yoochoose": cell("popularity", "yoochoose", 0.02),
+        "transition:yoochoose": cell("transition", "yoochoose", 0.34),
+        "sasrec:yoochoose": cell("sasrec", "yoochoose", 0.40),
+        "gru4rec:yoochoose": cell("gru4rec", "yoochoose", 0.30),
+    }
+    lb.save_results(results)
+    for key, hits in (("popularity", 2), ("transition", 34), ("sasrec", 40), ("gru4rec", 31)):
+        path = lb.ranks_path(key, "yoochoose", "all_items")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _ranks_with_ndcg(path, hits)  # gru4rec's gives 0.31, not its recorded 0.30
+    lb.pair_cells([("sasrec", "yoochoose"), ("gru4rec", "yoochoose")], Path(args.logs), threads=1)
+    saved = lb.load_results()
+    paired = saved["sasrec:yoochoose"]["paired"]
+    transition = paired["transition"]
+    assert transition["delta"] == pytest.approx(0.06) and paired["popularity"]["delta"] == pytest.approx(0.38)
+    assert transition["low"] <= 0.06 <= transition["high"] and transition["queries"] == 100
+    assert "paired" not in saved["gru4rec:yoochoose"]
+    out = capsys.readouterr().out
+    assert "gru4rec:yoochoose: ranks give NDCG@10 0.310000, recorded 0.3; not used" in out
+    assert "reaches transition by +0.0600 (95% interval" in lb.TABLE.read_text()

@@ -8,10 +8,12 @@ import io
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from shopformer.train.compare import main
-from shopformer.train.compare_table import RunRow, runs_document
+from shopformer.models.query_ranks import QueryRanks
+from shopformer.train.compare import main, paired_intervals
+from shopformer.train.compare_table import RunRow, diff_document, runs_document
 from shopformer.train.evaluate import evaluate
 
 EXPERIMENT = "experiment=compare"
@@ -134,11 +136,50 @@ def test_two_runs_by_prefix(compared_runs, capsys):
     assert keys - {"tag.git_commit"} == {"loss._target_", "loss.chunk_size", "model.dropout"}
     row = next(line.split() for line in after_rule(metrics) if line.startswith("test/ndcg_10 "))
     x, y = a["test"]["ndcg@10"], b["test"]["ndcg@10"]
-    assert [float(v) for v in row[1:]] == pytest.approx([x, y, y - x], abs=2e-4)
+    assert [float(v) for v in row[1:4]] == pytest.approx([x, y, y - x], abs=2e-4)
+    low, high = (float(v) for v in row[4:6])  # the paired bootstrap interval of B-A
+    assert low <= y - x + 1e-4 and y - x - 1e-4 <= high and low < high
+    assert f"over the {a['test']['n']:,} test queries both runs ranked" in text
     assert "note: different datasets" not in text
-    csv_text = compare(capsys, a["run_id"], b["run_id"], "format=csv")
+    csv_text = compare(capsys, a["run_id"], b["run_id"], "format=csv", "resamples=50")
     records = list(csv.DictReader(io.StringIO(csv_text)))
     assert {"config", "metric"} == {r["section"] for r in records}
+    ndcg = next(r for r in records if r["key"] == "test/ndcg_10")
+    assert float(ndcg["95% low"]) <= float(ndcg["B-A"]) <= float(ndcg["95% high"])
+    coverage = next(r for r in records if r["key"] == "test/coverage_10")  # not a per-query metric
+    assert coverage["95% low"] == "-"
+
+
+def test_each_run_logs_its_per_query_test_ranks(compared_runs):
+    """The ranks behind the intervals are those of the run's own test: their mean is its NDCG@10."""
+    for summary in compared_runs:
+        ranks = QueryRanks.read(summary["query_ranks"])
+        assert len(ranks) == summary["test"]["n"]
+        for metric in ("ndcg@10", "hr@20", "mrr@10"):
+            assert ranks.values(metric).mean() == pytest.approx(summary["test"][metric], abs=1e-6)
+
+
+def test_eval_writes_each_protocols_per_query_ranks(compared_runs, tmp_path):
+    sasrec = compared_runs[0]
+    result = evaluate(sasrec["checkpoint"], "test", ["all_items", "exclude_seen"], "cpu", ranks_dir=tmp_path)
+    for protocol in ("all_items", "exclude_seen"):
+        ranks = QueryRanks.read(tmp_path / f"{protocol}.parquet")
+        assert result[protocol]["query_ranks"] == str(tmp_path / f"{protocol}.parquet")
+        assert ranks.values("ndcg@10").mean() == pytest.approx(result[protocol]["ndcg@10"], abs=1e-6)
+    run_own = QueryRanks.read(sasrec["query_ranks"])
+    assert np.array_equal(run_own.position, ranks.position)  # the same queries: they pair
+
+
+def test_runs_without_per_query_ranks_are_compared_without_intervals(compared_runs):
+    class NoRanks:
+        def query_ranks(self, run_id):
+            return None
+
+    a, b = (RunRow(r, r, "m", "d", "h", "-", {}, {"test/ndcg_10": 0.1}, {}) for r in ("aaaa1111", "bbbb2222"))
+    paired = paired_intervals(NoRanks(), a, b, 100)
+    assert paired.note.startswith("no intervals: run aaaa1111 and bbbb2222 logged no per-query ranks")
+    text = diff_document(a, b, "table", paired)
+    assert "95% low" not in text and paired.note in text
 
 
 def test_runs_of_different_datasets_are_never_ranked_together():

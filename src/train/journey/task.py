@@ -131,6 +131,7 @@ class JourneyTask(Task):
         trainer: L.Trainer,
         split: str,
         protocols: dict[str, bool],
+        ranks_dir: Path | None = None,
     ) -> dict[str, Any]:
         """Every head on ``split`` (validation first: it picks the next-event decision rule)."""
         check_datamodule(dm)  # the model's item tables came with its weights
