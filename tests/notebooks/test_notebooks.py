@@ -43,7 +43,7 @@ TINY = [
     "threads=1",
 ]
 SASREC = [*TINY, "trainer.max_epochs=3"]
-SECOND = [*TINY, "trainer.max_epochs=1", "seed=1", "logger=none"]  # bundle B of notebook 05 (not in MLflow)
+SECOND = [*TINY, "trainer.max_epochs=1", "seed=1"]  # bundle B of notebook 05; paired with SASREC in 02
 JOURNEY = [
     "experiment=journey_synthetic",
     *TINY,
@@ -201,18 +201,18 @@ def test_serve_and_inspect(runs, execute):
 
 
 def test_compare_runs(runs, execute):
+    sasrec, journey, second = (r["run_id"] for r in (runs.sasrec, runs.journey, runs.second))
     env = {
         **runs.env,
         "SHOPFORMER_NB_EXPERIMENT": "shopformer",
-        "SHOPFORMER_NB_LATEST": "2",
+        "SHOPFORMER_NB_RUN_IDS": f"{sasrec} {journey} {second}",
     }
-    sasrec, journey = runs.sasrec["run_id"], runs.journey["run_id"]  # both runs finished first
     notebook = execute("02_compare_runs.ipynb", env)
     overview = text(notebook, "runs")
     assert sasrec[:8] in overview and journey[:8] in overview and "SASRec" in overview
     curves = text(notebook, "curves")
-    assert "train/loss: logged by 2 of 2 runs" in curves
-    assert "val/ndcg_10: logged by 1 of 2 runs" in curves  # the journey run validates other metrics
+    assert "train/loss: logged by 3 of 3 runs" in curves
+    assert "val/ndcg_10: logged by 2 of 3 runs" in curves  # the journey run validates other metrics
     assert images(notebook, "curves") == 1
     table = text(notebook, "test")
     assert "test/ndcg_10" in table and "test/conversion_roc_auc" in table
@@ -221,12 +221,20 @@ def test_compare_runs(runs, execute):
     client = MlflowClient(tracking_uri=runs.env["MLFLOW_TRACKING_URI"])
     logged = {
         run_id: any(a.path.endswith("popularity_bias.png") for a in client.list_artifacts(run_id, "plots"))
-        for run_id in (sasrec, journey)
+        for run_id in (sasrec, journey, second)
     }
     assert not logged[journey]
     bias = text(notebook, "bias")
     assert bias.count("no `popularity_bias.png` logged") == sum(not v for v in logged.values())
     assert images(notebook, "bias") == sum(logged.values())
+    # The two next-item runs on the same data are compared query by query; the journey run has no ranks.
+    paired = text(notebook, "paired")
+    assert "1 pair(s) of runs on the same data with per-query ranks; 2 of 3 runs logged them" in paired
+    worse = second if runs.second["test"]["ndcg@10"] < runs.sasrec["test"]["ndcg@10"] else sasrec
+    better = sasrec if worse == second else second
+    assert f"{worse[:8]}" in paired and f"{better[:8]}" in paired
+    assert "ndcg@10" in paired and "hr@10" in paired and "told apart" in paired
+    assert images(notebook, "paired") == 1
 
 
 def test_journey_scores(runs, execute):
