@@ -252,6 +252,8 @@ def paired_intervals(store: Store, a: RunRow, b: RunRow, resamples: int) -> Pair
         runs = " and ".join(missing)
         return Paired(note=f"no intervals: run {runs} logged no per-query ranks ({QUERY_RANKS})")
     names = interval_metrics(a, b)
+    if not names:
+        return Paired(note="no intervals: the two runs share no test HR / NDCG / MRR metric")
     try:
         differences = paired_differences(ranks[b.short_id], ranks[a.short_id], list(names), resamples)
     except DataError as exc:

@@ -181,6 +181,14 @@ def test_runs_without_per_query_ranks_are_compared_without_intervals(compared_ru
     text = diff_document(a, b, "table", paired)
     assert "95% low" not in text and paired.note in text
 
+    class SameRanks:
+        def query_ranks(self, run_id):
+            return QueryRanks.of([1, 2], [1, 2], [3, 4], [0, 5])
+
+    coverage = {"test/coverage_10": 0.5}
+    c, d = (RunRow(r, r, "m", "d", "h", "-", {}, coverage, {}) for r in ("cccc3333", "dddd4444"))
+    assert "share no test HR / NDCG / MRR" in paired_intervals(SameRanks(), c, d, 100).note
+
 
 def test_runs_of_different_datasets_are_never_ranked_together():
     def row(run_id: str, dataset: str, ndcg: float) -> RunRow:
