@@ -251,3 +251,46 @@ def test_pairing_adds_each_cells_interval_and_refuses_ranks_that_disagree(queue,
     out = capsys.readouterr().out
     assert "gru4rec:yoochoose: ranks give NDCG@10 0.310000, recorded 0.3; not used" in out
     assert "reaches transition by +0.0600 (95% interval" in lb.TABLE.read_text()
+
+
+def _run_dir(outputs: Path, model: str, dataset: str, run_id: str, exclude_seen: bool) -> Path:
+    """A finished run as shopformer-train leaves it: summary.json, its config, its checkpoint path."""
+    run_dir = outputs / f"leaderboard_{model}_{dataset}" / "2026-12-07_20-00-00"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"lit_module:\n  exclude_seen: {str(exclude_seen).lower()}\n"
+    )
+    _ranks_with_ndcg(run_dir / "eval" / "test_ranks.parquet", 25)
+    summary = {
+        "run_id": run_id,
+        "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+        "query_ranks": str(run_dir / "eval" / "test_ranks.parquet"),
+    }
+    (run_dir / "summary.json").write_text(__import__("json").dumps(summary))
+    return run_dir
+
+
+def test_a_cells_ranks_come_from_its_run_or_from_scoring_its_checkpoint_again(queue, monkeypatch):
+    args, _ = queue
+    record = cell("sasrec", "yoochoose", 0.25) | {"run_id": "abc"}
+    _run_dir(lb.OUTPUTS, "sasrec", "yoochoose", "abc", exclude_seen=False)  # the main protocol: kept as is
+    path = lb.ensure_ranks(record, Path(args.logs), threads=1)
+    assert path == lb.ranks_path("sasrec", "yoochoose", "all_items") and path.is_file()
+
+    scored = []
+
+    def fake_eval(argv, log_path):  # shopformer-eval ... ranks_dir=...: writes <protocol>.parquet
+        scored.append(argv)
+        ranks_dir = Path(next(a for a in argv if a.startswith("ranks_dir=")).split("=", 1)[1])
+        _ranks_with_ndcg(ranks_dir / "all_items.parquet", 25)
+        return "{}"
+
+    monkeypatch.setattr(lb, "run_logged", fake_eval)
+    other = cell("gru4rec", "yoochoose", 0.25) | {"run_id": "def"}
+    _run_dir(lb.OUTPUTS, "gru4rec", "yoochoose", "def", exclude_seen=True)  # tested under the other protocol
+    assert lb.ensure_ranks(other, Path(args.logs), threads=1) == lb.ranks_path(
+        "gru4rec", "yoochoose", "all_items"
+    )
+    assert "protocols=[all_items]" in scored[0] and any(a.endswith("best.ckpt") for a in scored[0])
+    lost = cell("bert4rec", "yoochoose", 0.25) | {"run_id": "gone"}
+    assert lb.ensure_ranks(lost, Path(args.logs), threads=1) is None  # its run is not in outputs/
