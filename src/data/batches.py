@@ -104,15 +104,25 @@ class NextItemTrainSet(WindowSet):
 class MaskedItemTrainSet(WindowSet):
     """BERT4Rec-style training: random positions of a window replaced by ``mask_id``.
 
-    Every row gets at least one masked position (the last one when the draw picks none).
+    Every row gets at least one masked position (the last one when the draw picks none). With
+    ``mask_last_prob``, that share of the rows masks its last position only: the next-item task the
+    model is tested on (BERT4Rec's paper, section 3.6: samples that "only mask the last item").
     Masked positions also hide their event type and gap (0), as at inference time.
     """
 
     def __init__(
-        self, tokens: TokenArrays, starts, ends, max_len: int, mask_id: int, mask_prob: float
+        self,
+        tokens: TokenArrays,
+        starts,
+        ends,
+        max_len: int,
+        mask_id: int,
+        mask_prob: float,
+        mask_last_prob: float = 0.0,
     ) -> None:
         super().__init__(tokens, starts, ends)
         self.max_len, self.mask_id, self.mask_prob = max_len, mask_id, mask_prob
+        self.mask_last_prob = mask_last_prob
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
@@ -122,6 +132,9 @@ class MaskedItemTrainSet(WindowSet):
         rng = np.random.default_rng(_batch_seed())
         real = items != PAD
         mask = (rng.random(items.shape) < self.mask_prob) & real
+        if self.mask_last_prob:
+            last_only = rng.random(len(items)) < self.mask_last_prob
+            mask[last_only] = False
         mask[~mask.any(axis=1), -1] = True
         batch["targets"] = np.where(mask, items, PAD)
         batch["item_ids"] = np.where(mask, self.mask_id, items)

@@ -42,6 +42,7 @@ class SequenceDataModule(BaseDataModule):
         eval_batch_size: int = 256,
         objective: str = "next_item",
         mask_prob: float = 0.2,
+        mask_last_prob: float = 0.0,
         gap_buckets: bool = False,
         train_windows: str = "last",
         num_workers: int = 0,
@@ -64,7 +65,10 @@ class SequenceDataModule(BaseDataModule):
             raise DataError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if train_windows not in TRAIN_WINDOWS:
             raise DataError(f"train_windows must be one of {TRAIN_WINDOWS}, got {train_windows!r}")
-        self.objective, self.mask_prob = objective, mask_prob
+        for name, p in (("mask_prob", mask_prob), ("mask_last_prob", mask_last_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise DataError(f"{name} must lie in [0, 1], got {p!r}")
+        self.objective, self.mask_prob, self.mask_last_prob = objective, mask_prob, mask_last_prob
         self.train_windows, self.with_seen = train_windows, with_seen
 
     def build(self) -> None:
@@ -74,7 +78,7 @@ class SequenceDataModule(BaseDataModule):
         starts, ends = self._train_windows(ds.offsets[:-1], ds.train_end())
         if self.objective == "masked":
             self.train_set = MaskedItemTrainSet(
-                self.tokens, starts, ends, self.max_len, self.mask_id, self.mask_prob
+                self.tokens, starts, ends, self.max_len, self.mask_id, self.mask_prob, self.mask_last_prob
             )
         else:
             self.train_set = NextItemTrainSet(self.tokens, starts, ends, self.max_len)

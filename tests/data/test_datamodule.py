@@ -59,6 +59,23 @@ def test_sliding_windows_cover_every_training_target_once(spec):
     assert n_targets == int(np.maximum(per_seq_train - 1, 0).sum())
 
 
+def test_next_item_samples_mask_only_the_last_item(spec):
+    """mask_last_prob=1: every row is a next-item sample; 0.5: about half the rows are."""
+    torch.manual_seed(0)
+    every = module(spec, max_len=10, objective="masked", mask_prob=0.3, mask_last_prob=1.0)
+    batch = next(iter(every.train_dataloader()))
+    masked = batch["item_ids"] == every.mask_id
+    assert masked[:, -1].all() and not masked[:, :-1].any()
+    assert ((batch["targets"] > 0) == masked).all()
+    half = module(spec, max_len=10, objective="masked", mask_prob=0.3, mask_last_prob=0.5)
+    rows = torch.cat([(b["item_ids"] == half.mask_id).sum(dim=1) for b in half.train_dataloader()])
+    long_rows = torch.cat([(b["item_ids"] > 0).sum(dim=1) for b in half.train_dataloader()]) >= 8
+    single = (rows[long_rows] == 1).float().mean()  # by chance alone, ~12 % of long rows mask one item
+    assert 0.4 < float(single) < 0.75
+    with pytest.raises(DataError, match="mask_last_prob must lie in"):
+        module(spec, max_len=10, objective="masked", mask_last_prob=1.5)
+
+
 def test_masked_batches(spec):
     torch.manual_seed(0)
     dm = module(spec, max_len=10, objective="masked", mask_prob=0.3)
