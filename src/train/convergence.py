@@ -164,17 +164,33 @@ def stopped_on_noise(
     )
 
 
-def below_popularity(verdict: Verdict, history: list[Validation], monitor: str, reference: float) -> Verdict:
+def below_popularity(
+    verdict: Verdict, history: list[Validation], monitor: str, reference: float, queries: int | None = None
+) -> Verdict:
     """``verdict``, or a not-converged one when the best validation NDCG@10 is no better than the
-    popularity baseline's ``reference`` on the same validation queries (the model learnt nothing more)."""
+    popularity baseline's ``reference`` on the same validation queries (the model learnt nothing more).
+
+    With ``queries`` (how many validation queries both were scored on), a best score within two standard
+    errors of the reference counts as no better either: the standard error of the difference of two means
+    of per-query NDCG in [0, 1] is at most ``sqrt((best + reference) / queries)``, a bound that needs no
+    per-query data. On a small validation set a "levelled off" curve a few hits above popularity is noise.
+    """
     values = [v.value for v in history if math.isfinite(v.value)]
-    if not verdict.converged or not values or max(values) > reference:
+    if not verdict.converged or not values:
+        return verdict
+    best = max(values)
+    if best <= reference:
+        why = f"is no better than the popularity baseline's ({reference:.4f})"
+    elif queries and best <= reference + 2.0 * math.sqrt((best + reference) / queries):
+        band = f"{reference:.4f}; two standard errors, {queries:,} queries"
+        why = f"is within noise of the popularity baseline's ({band})"
+    else:
         return verdict
     return Verdict(
         False,
-        f"the best {monitor} ({max(values):.4f}) is no better than the popularity baseline's "
-        f"({reference:.4f}) on the same validation sessions: the model has learnt nothing beyond item "
-        "popularity yet — raise trainer.min_steps / trainer.max_steps or check the learning rate",
+        f"the best {monitor} ({best:.4f}) {why} on the same validation sessions: the model "
+        "has not shown it learnt more than item popularity yet — raise trainer.min_steps / trainer.max_steps "
+        "or check the learning rate",
     )
 
 
@@ -248,9 +264,10 @@ class ConvergenceCheck(L.Callback):
             ended_by(trainer),
             trainer.global_step,
         )
-        reference = getattr(pl_module, "popularity_val", {}).get("ndcg@10")
+        popularity = getattr(pl_module, "popularity_val", {})
+        reference, queries = popularity.get("ndcg@10"), popularity.get("n")
         if self.monitor.endswith("ndcg_10") and self.mode == "max" and reference is not None:
-            self.verdict = below_popularity(self.verdict, self.history, self.monitor, reference)
+            self.verdict = below_popularity(self.verdict, self.history, self.monitor, reference, queries)
         if trainer.is_global_zero:
             print(self.verdict.line, flush=True)
             tag_run(trainer.logger, self.verdict)
