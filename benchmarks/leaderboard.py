@@ -170,15 +170,43 @@ def run_logged(argv: list[str], log_path: Path) -> str:
     return "".join(out)
 
 
-def run_cell(model: str, dataset: str, log_dir: Path, threads: int = 2) -> dict[str, Any]:
-    """Train and score one cell; its record for results.json."""
+def unrecorded_run(model: str, dataset: str, args: list[str]) -> tuple[dict[str, Any], float] | None:
+    """The summary and training seconds of a finished run of this cell's command that was never recorded
+    (this script was stopped while it scored the checkpoint): scored now instead of trained again."""
+    from shopformer.train.resume import run_overrides
+
+    wanted = run_overrides_of(args)
+    for path in sorted(OUTPUTS.glob(f"leaderboard_{model}_{dataset}/*/summary.json"), reverse=True):
+        if run_overrides(path.parent) == wanted:
+            started = datetime.strptime(path.parent.name, "%Y-%m-%d_%H-%M-%S").timestamp()
+            return json.loads(path.read_text()), path.stat().st_mtime - started
+    return None
+
+
+def run_overrides_of(args: list[str]) -> list[str]:
+    """``args`` as resume.py compares a run's recorded overrides (without threads, resume, verbose)."""
+    from shopformer.train.resume import _stable
+
+    return _stable(args)
+
+
+def run_cell(
+    model: str, dataset: str, log_dir: Path, threads: int = 2, force: bool = False
+) -> dict[str, Any]:
+    """Train and score one cell (or only score it, when its run finished but was never recorded and
+    ``force`` is off); its record for results.json."""
     args = train_command(model, dataset, threads)
     assert args is not None
-    started = time.monotonic()
-    summary = last_json_line(
-        run_logged([str(BIN / "shopformer-train"), *args], log_dir / f"{model}_{dataset}.log")
-    )
-    train_s = time.monotonic() - started
+    done = None if force else unrecorded_run(model, dataset, args)
+    if done is not None:
+        summary, train_s = done
+        print(f"{cell_key(model, dataset)}: its run finished but was not recorded; scoring it", flush=True)
+    else:
+        started = time.monotonic()
+        summary = last_json_line(
+            run_logged([str(BIN / "shopformer-train"), *args], log_dir / f"{model}_{dataset}.log")
+        )
+        train_s = time.monotonic() - started
     # The run's own test used the recipe's protocol; shopformer-eval scores only the other one.
     run_dir = Path(summary["checkpoint"]).parents[1]
     used = "exclude_seen" if recipe_excludes_seen(run_dir) else "all_items"
@@ -618,7 +646,7 @@ def run_queued(model: str, dataset: str, args: argparse.Namespace) -> None:
             return
         print(f"{key}: training", flush=True)
         try:
-            record = run_cell(model, dataset, logs, args.threads)
+            record = run_cell(model, dataset, logs, args.threads, args.force)
         except Interrupted as exc:
             raise SystemExit(f"{key}: {exc}; not recorded: run the command again to resume it") from None
         except RuntimeError as exc:  # the table says why (a failed cell is retried only with --force)

@@ -98,7 +98,7 @@ def queue(tmp_path, monkeypatch, table):
     monkeypatch.setattr(lb, "RANKS", tmp_path / "ranks")
     trained: list[tuple[str, str, int]] = []
 
-    def fake_run_cell(model, dataset, log_dir, threads=2):
+    def fake_run_cell(model, dataset, log_dir, threads=2, force=False):
         trained.append((model, dataset, threads))
         return cell(model, dataset, 0.1)
 
@@ -150,7 +150,7 @@ def test_a_run_stopped_by_a_signal_is_not_a_result(tmp_path, code):
 def test_an_interrupted_cell_stops_the_queue_without_a_record(queue, monkeypatch):
     args, _ = queue
 
-    def interrupted(model, dataset, log_dir, threads=2):
+    def interrupted(model, dataset, log_dir, threads=2, force=False):
         raise lb.Interrupted("shopformer-train was stopped by a signal (exit 143; log: x.log)")
 
     monkeypatch.setattr(lb, "run_cell", interrupted)
@@ -294,3 +294,19 @@ def test_a_cells_ranks_come_from_its_run_or_from_scoring_its_checkpoint_again(qu
     assert "protocols=[all_items]" in scored[0] and any(a.endswith("best.ckpt") for a in scored[0])
     lost = cell("bert4rec", "yoochoose", 0.25) | {"run_id": "gone"}
     assert lb.ensure_ranks(lost, Path(args.logs), threads=1) is None  # its run is not in outputs/
+
+
+def test_a_finished_run_that_was_never_recorded_is_scored_not_trained_again(queue):
+    """The queue stopped while it scored a checkpoint: the next sitting finds the finished run."""
+    import json
+
+    args = lb.train_command("sasrec", "toys", threads=1)
+    run_dir = lb.OUTPUTS / "leaderboard_sasrec_toys" / "2026-12-07_20-43-39"
+    (run_dir / ".hydra").mkdir(parents=True)
+    overrides = [a.replace("threads=1", "threads=2") for a in args]  # threads may differ between sittings
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in overrides))
+    (run_dir / "summary.json").write_text(json.dumps({"test": {"ndcg@10": 0.06}, "checkpoint": "best.ckpt"}))
+    summary, seconds = lb.unrecorded_run("sasrec", "toys", args)
+    assert summary["test"]["ndcg@10"] == 0.06 and seconds > 0
+    assert lb.unrecorded_run("sasrec", "toys", [*args, "model.dropout=0.1"]) is None  # another command
+    assert lb.unrecorded_run("gru4rec", "toys", lb.train_command("gru4rec", "toys", threads=1)) is None
