@@ -20,6 +20,9 @@ from shopformer.errors import DataError
 from shopformer.models.bootstrap import Difference, group_rows, resample_rows
 
 COLUMNS = ("position", "sequence", "target", "rank")
+# Where a run keeps its test's ranks: the run directory's folder and MLflow artifact folder, the file.
+ARTIFACT_DIR, FILE_NAME = "eval", "test_ranks.parquet"
+ARTIFACT = f"{ARTIFACT_DIR}/{FILE_NAME}"
 METRICS = ("ndcg", "hr", "mrr")
 
 

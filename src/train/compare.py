@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopformer.errors import ConfigError, exit_on_user_error, one_line
+from shopformer.errors import ConfigError, DataError, exit_on_user_error, one_line
+from shopformer.models.query_ranks import ARTIFACT, ARTIFACT_DIR, QueryRanks, paired_differences
 from shopformer.train.compare_table import (
     FORMATS,
     Paired,
@@ -63,8 +64,6 @@ ARGS: dict[str, tuple[type, Any]] = {  # name -> (type, default)
 TABLE_ONLY = ("experiment", "dataset", "model", "sort", "order", "limit")
 TAG = "tag."
 RUN_ID = re.compile(r"[0-9a-f]{1,32}")
-QUERY_RANKS_DIR = "eval"  # the MLflow artifact of a run's per-query test ranks (train/next_item.py)
-QUERY_RANKS = f"{QUERY_RANKS_DIR}/test_ranks.parquet"
 
 
 class UsageError(ConfigError):
@@ -221,36 +220,31 @@ class Store:
             raise UsageError(f"run id {ref!r} matches several runs ({ids}); give more of it")
         return runs[0]
 
-    def query_ranks(self, run_id: str) -> Any:
+    def query_ranks(self, run_id: str) -> QueryRanks | None:
         """The run's per-query test ranks (a QueryRanks), None when it logged none."""
         import tempfile
 
         from mlflow.exceptions import MlflowException
 
-        from shopformer.models.query_ranks import QueryRanks
-
-        if not any(f.path == QUERY_RANKS for f in self.client.list_artifacts(run_id, QUERY_RANKS_DIR)):
+        if not any(f.path == ARTIFACT for f in self.client.list_artifacts(run_id, ARTIFACT_DIR)):
             return None
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = self.client.download_artifacts(run_id, QUERY_RANKS, tmp)
+                path = self.client.download_artifacts(run_id, ARTIFACT, tmp)
             except (MlflowException, OSError) as exc:
                 reason = one_line(exc)[:200]
-                raise UsageError(f"run {run_id[:8]}: cannot read {QUERY_RANKS}: {reason}") from None
+                raise UsageError(f"run {run_id[:8]}: cannot read {ARTIFACT}: {reason}") from None
             return QueryRanks.read(path)
 
 
 def paired_intervals(store: Store, a: RunRow, b: RunRow, resamples: int) -> Paired:
     """B-A of every ranking metric the two runs share, with paired bootstrap intervals from their
     per-query test ranks; or why there are none."""
-    from shopformer.errors import DataError
-    from shopformer.models.query_ranks import paired_differences
-
     ranks = {row.short_id: store.query_ranks(row.run_id) for row in (a, b)}
     missing = [run for run, r in ranks.items() if r is None]
     if missing:
         runs = " and ".join(missing)
-        return Paired(note=f"no intervals: run {runs} logged no per-query ranks ({QUERY_RANKS})")
+        return Paired(note=f"no intervals: run {runs} logged no per-query ranks ({ARTIFACT})")
     names = interval_metrics(a, b)
     if not names:
         return Paired(note="no intervals: the two runs share no test HR / NDCG / MRR metric")

@@ -19,6 +19,7 @@ from torch import nn
 from shopformer.data.base_datamodule import BaseDataModule
 from shopformer.data.split import TRAIN
 from shopformer.models.baselines import FittedBaseline
+from shopformer.models.query_ranks import ARTIFACT_DIR, FILE_NAME
 from shopformer.train.base_module import TrainingModule
 from shopformer.train.module import RecommenderModule
 from shopformer.train.resilient_logger import first_line
@@ -27,8 +28,6 @@ from shopformer.train.task import Task, lightning_module
 
 RANKING_OPTIONS = ("ks", "eval_chunk_size")  # of lit_module, used by shopformer-eval
 PLOTS = "plots"  # the run directory's folder and the MLflow artifact folder of the plots
-EVAL = "eval"  # ... and those of the per-query test ranks (shopformer-compare RUN_A RUN_B pairs them)
-QUERY_RANKS = "test_ranks.parquet"
 
 
 class NextItemTask(Task):
@@ -61,7 +60,7 @@ class NextItemTask(Task):
         reference = getattr(module, "popularity_val", {}).get("ndcg@10")
         if reference is not None:  # the popularity baseline on the same validation queries
             out["valid"] = {"val/popularity_ndcg_10": round(reference, 6)}
-        ranks = write_query_ranks(module, "test", run_dir / EVAL / QUERY_RANKS)
+        ranks = write_query_ranks(module, "test", run_dir / ARTIFACT_DIR / FILE_NAME)
         if ranks:
             out["query_ranks"] = ranks
         return out
@@ -70,7 +69,7 @@ class NextItemTask(Task):
         for path in summary.get("plots", []):
             logger.experiment.log_artifact(logger.run_id, path, PLOTS)
         if summary.get("query_ranks"):
-            logger.experiment.log_artifact(logger.run_id, summary["query_ranks"], EVAL)
+            logger.experiment.log_artifact(logger.run_id, summary["query_ranks"], ARTIFACT_DIR)
 
     def evaluate_checkpoint(
         self,
