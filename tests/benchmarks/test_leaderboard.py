@@ -296,6 +296,30 @@ def test_a_cells_ranks_come_from_its_run_or_from_scoring_its_checkpoint_again(qu
     assert lb.ensure_ranks(lost, Path(args.logs), threads=1) is None  # its run is not in outputs/
 
 
+def test_a_baseline_whose_run_is_gone_is_fitted_again_for_its_ranks(queue, monkeypatch):
+    """A fresh checkout has no outputs/: a baseline is counted again with its cell's command (a trained
+    model is not retrained), and its new ranks are used only if they give back the recorded figure."""
+    args, _ = queue
+    commands = []
+
+    def fake_train(argv, log_path):  # shopformer-train model=popularity ...: a run with its ranks
+        commands.append(argv)
+        run_dir = _run_dir(lb.OUTPUTS, "popularity", "yoochoose", "new-run", exclude_seen=False)
+        return (run_dir / "summary.json").read_text()
+
+    monkeypatch.setattr(lb, "run_logged", fake_train)
+    record = cell("popularity", "yoochoose", 0.25) | {"run_id": "from-another-checkout"}
+    path = lb.ensure_ranks(record, Path(args.logs), threads=1)
+    assert path == lb.ranks_path("popularity", "yoochoose", "all_items") and path.is_file()
+    assert commands[0][1:] == lb.train_command("popularity", "yoochoose", threads=1)
+    path.unlink()
+    __import__("shutil").rmtree(lb.OUTPUTS)
+    drifted = cell("popularity", "yoochoose", 0.20) | {"run_id": "elsewhere"}  # counts changed: refused
+    assert lb.ensure_ranks(drifted, Path(args.logs), threads=1) is None
+    assert lb.ensure_ranks(cell("sasrec", "yoochoose", 0.25) | {"run_id": "x"}, Path(args.logs), 1) is None
+    assert len(commands) == 2  # the trained model was not retrained
+
+
 def test_a_finished_run_that_was_never_recorded_is_scored_not_trained_again(queue):
     """The queue stopped while it scored a checkpoint: the next sitting finds the finished run."""
     import json
