@@ -177,7 +177,7 @@ def _trainer(cfg: DictConfig, logger: Any, trainable: bool, precision: str) -> L
 
 def best_validation(trainer: L.Trainer) -> dict[str, float]:
     """The monitored validation metric of the best checkpoint (``{"val/ndcg_10": ...}``); {} without one."""
-    callback = trainer.checkpoint_callback
+    callback = _monitored_checkpoint(trainer)
     score = getattr(callback, "best_model_score", None)
     if score is None or not getattr(callback, "monitor", None):
         return {}
@@ -186,7 +186,13 @@ def best_validation(trainer: L.Trainer) -> dict[str, float]:
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The best checkpoint ModelCheckpoint kept, if any."""
-    return getattr(trainer.checkpoint_callback, "best_model_path", None) or None
+    return getattr(_monitored_checkpoint(trainer), "best_model_path", None) or None
+
+
+def _monitored_checkpoint(trainer: L.Trainer) -> Any:
+    """The ModelCheckpoint that keeps the best checkpoint (the other one only keeps last.ckpt)."""
+    savers = trainer.checkpoint_callbacks
+    return next((c for c in savers if getattr(c, "monitor", None)), savers[0] if savers else None)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

@@ -164,3 +164,34 @@ def test_sigterm_mid_epoch_exits_143_and_says_how_to_resume(tmp_path):
     assert not stopped.stdout.strip().splitlines()[-1].startswith("{")  # no JSON line: not a result
     interrupted = newest_interrupted(tmp_path / "outputs" / task, None)
     assert interrupted is not None and not (interrupted / FINISHED).exists()
+
+
+def test_last_ckpt_is_written_at_every_validation_and_keeps_the_best_so_far(tmp_path):
+    """The configured checkpoint callbacks: last.ckpt follows every validation (a killed run loses at most
+    one epoch), even one that is not a new best, and the best score it saves is this validation's."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from omegaconf import OmegaConf
+
+    from shopformer.train.config import CONF_DIR
+
+    callbacks = OmegaConf.create({"callbacks": OmegaConf.load(CONF_DIR / "callbacks" / "default.yaml")})
+    callbacks = callbacks.callbacks
+    callbacks.model_checkpoint.dirpath = str(tmp_path)
+    scores = [0.3, 0.1, 0.2]  # the best is the first
+
+    class Scored(BoringModel):
+        def on_validation_epoch_end(self) -> None:
+            self.log("val/ndcg_10", scores[self.current_epoch])
+
+    savers = [instantiate(callbacks.model_checkpoint), instantiate(callbacks.last_checkpoint)]
+    trainer = L.Trainer(
+        max_epochs=3, callbacks=savers, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(Scored())
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 0
+    (best_state,) = [v for k, v in last["callbacks"].items() if "val/ndcg_10" in k]
+    assert float(best_state["best_model_score"]) == pytest.approx(0.3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
