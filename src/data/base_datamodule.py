@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from shopformer.data.batches import batch_loader, training_loader
+from shopformer.data.batches import BucketBatchSampler, batch_loader, training_loader
 from shopformer.data.features import N_GAP_BUCKETS
 from shopformer.data.item_attributes import item_attribute_arrays
 from shopformer.data.store import DatasetSpec, ProcessedDataset, load_or_build
@@ -33,11 +33,16 @@ class BaseDataModule(L.LightningDataModule):
         gap_buckets: bool = False,
         num_workers: int = 0,
         trim_batches: bool = True,
-        length_bucketing: bool = False,
+        length_bucketing: bool | str = False,
     ) -> None:
         super().__init__()
         if max_len < 1:
             raise DataError(f"max_len must be >= 1, got {max_len}")
+        if length_bucketing not in (False, True, *BucketBatchSampler.BALANCES):
+            raise DataError(
+                f"length_bucketing must be false, true, {' or '.join(BucketBatchSampler.BALANCES)}; "
+                f"got {length_bucketing!r}"
+            )
         self.spec, self.cache_dir = dataset, cache_dir
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
         self.use_gap_buckets, self.num_workers = gap_buckets, num_workers

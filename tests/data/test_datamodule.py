@@ -143,6 +143,20 @@ def test_gap_buckets_refused_without_timestamps():
 def test_bad_options_fail_early(spec):
     with pytest.raises(DataError, match="objective"):
         SequenceDataModule(spec, objective="autoregressive")
+    with pytest.raises(DataError, match="must be false, true, sequences or tokens; got 'events'"):
+        SequenceDataModule(spec, length_bucketing="events")
+
+
+def test_token_bucketed_training_batches_cover_every_training_target_once(spec):
+    plain = module(spec, max_len=50, batch_size=16)
+    tokens = module(spec, max_len=50, batch_size=16, length_bucketing="tokens")
+
+    def targets(dm) -> np.ndarray:
+        batches = list(dm.train_dataloader())
+        assert len(batches) == len(dm.train_dataloader())
+        return np.sort(np.concatenate([b["targets"][b["targets"] > 0].numpy() for b in batches]))
+
+    np.testing.assert_array_equal(targets(tokens), targets(plain))
 
 
 def test_bucketed_eval_batches_cover_every_target_once_shortest_first(spec):

@@ -70,7 +70,7 @@ class JourneyDataModule(BaseDataModule):
         gap_buckets: bool = True,
         num_workers: int = 0,
         trim_batches: bool = True,
-        length_bucketing: bool = False,
+        length_bucketing: bool | str = False,
         objective: str = "journey",
     ) -> None:
         super().__init__(
