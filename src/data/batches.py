@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from shopformer.data.vocab import PAD
 
@@ -173,7 +173,7 @@ class EvalSet(WindowSet):
         return to_tensors(batch)
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+class BucketBatchSampler(BatchSampler):
     """Batches of similar length: shuffle, sort within pools of ``pool_batches`` batches, shuffle batches.
 
     Less padding means less attention work per epoch; every sample still appears once per epoch.
@@ -184,6 +184,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     ``balance="tokens"``: a pool is cut into as many batches as it holds ``batch_size`` samples, each with
     about the same number of events (many short samples or a few long ones): as many steps per epoch as
     random batches, every target weighs about the same, and the padding stays small.
+
+    A ``BatchSampler``, so that Lightning rebuilds it around a ``DistributedSampler`` under DDP (each
+    process then buckets its own share of the samples).
     """
 
     BALANCES = ("sequences", "tokens")

@@ -62,3 +62,37 @@ def test_even_cuts_give_non_empty_runs_in_order(lengths, parts):
 def test_an_unknown_balance_is_refused():
     with pytest.raises(ValueError, match="balance must be one of"):
         BucketBatchSampler(RandomSampler(range(3)), 2, lengths=[1, 2, 3], balance="items")
+
+
+def test_under_ddp_lightning_rebuilds_it_around_each_process_share():
+    """Lightning swaps in a DistributedSampler by re-creating a BatchSampler with its saved arguments:
+    each process buckets its half, with the same balance."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+    from shopformer.data.batches import training_loader
+
+    class Windows(Dataset):
+        def __init__(self, n: int) -> None:
+            self.sizes = _lengths(n)
+
+        def lengths(self) -> np.ndarray:
+            return self.sizes
+
+        def __len__(self) -> int:
+            return len(self.sizes)
+
+        def __getitems__(self, indices: list[int]) -> list[int]:
+            return indices
+
+    data = Windows(4096)
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = training_loader(data, 64, 0, "tokens")
+    shares = []
+    for rank in (0, 1):
+        sharded = _update_dataloader(loader, DistributedSampler(data, num_replicas=2, rank=rank, seed=0))
+        assert isinstance(sharded.batch_sampler, BucketBatchSampler)
+        assert sharded.batch_sampler.balance == "tokens"
+        shares.append(sorted(i for batch in sharded for i in batch))
+    assert len(shares[0]) == len(shares[1]) == 2048 and not set(shares[0]) & set(shares[1])
