@@ -30,7 +30,14 @@ BUSINESS_METRICS = {
     "novelty@10": "test/novelty_10",
 }
 # Parameters that say where a run wrote, not how it trained; and those shown in columns of their own.
-WHERE = ("paths.", "logger.", "hydra.", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath")
+WHERE = (
+    "paths.",
+    "logger.",
+    "hydra.",
+    "trainer.default_root_dir",
+    "callbacks.model_checkpoint.dirpath",
+    "callbacks.last_checkpoint.dirpath",
+)
 OWN_COLUMNS = ("model._target_", "loss._target_", "data.name")
 DIFF_TAGS = ("dataset", "dataset_hash", "git_commit")  # tags the two-run diff compares too
 MISSING = "-"
